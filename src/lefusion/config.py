@@ -1,0 +1,118 @@
+"""Typed, frozen configuration records, saved as JSON next to every checkpoint and generated dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Modality = Literal["ct", "mri"]
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Architecture of the 3D U-Net denoiser (same hyper-parameters as the public LeFusion `Unet3D`).
+
+    `dim` is the base width; the published LIDC model uses 64 and the EMIDEC model 72 (the release
+    set it equal to the ROI's in-plane size). `cond_dim` is the length of the histogram condition
+    (16 bins per lesion class) or None for an unconditional model.
+    """
+
+    dim: int = 64
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    channels: int = 1
+    cond_dim: int | None = 16
+    attn_heads: int = 8
+    attn_dim_head: int = 32
+    init_kernel_size: int = 7
+    resnet_groups: int = 8
+    # Extra input channels concatenated to x that the network does not predict (e.g. DiffMask's
+    # control sphere). 0 for the published models.
+    extra_in_channels: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
+        if self.dim % 2:
+            raise ValueError(f"dim must be even for the sinusoidal time embedding, got {self.dim}")
+        if self.init_kernel_size % 2 == 0:
+            raise ValueError(f"init_kernel_size must be odd, got {self.init_kernel_size}")
+        for width in [self.dim * m for m in self.dim_mults]:
+            if width % self.resnet_groups:
+                raise ValueError(f"width {width} is not divisible by resnet_groups={self.resnet_groups}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Noise schedule: cosine (Nichol & Dhariwal 2021, eq. 17) with offset `s`, T steps, betas clipped."""
+
+    timesteps: int = 300
+    kind: Literal["cosine"] = "cosine"
+    cosine_s: float = 0.008
+    max_beta: float = 0.9999
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an ROI is cut and scaled to the network's [-1, 1] range, and how to map it back.
+
+    CT: clamp to `window` (HU) and map linearly to [-1, 1]. MRI: min-max of each ROI to [-1, 1].
+    `roi_shape` is (D, H, W) = (z, y, x) in voxels.
+    """
+
+    modality: Modality = "ct"
+    roi_shape: tuple[int, int, int] = (32, 64, 64)
+    window: tuple[float, float] = (-1000.0, 400.0)
+    hist_bins: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roi_shape", tuple(int(s) for s in self.roi_shape))
+        object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to use a trained LeFusion model: network, schedule, data conventions, presets.
+
+    `lesion_labels[i]` is the label id of lesion class i, which lives in channel i (LIDC: (1,);
+    EMIDEC: (3, 4) = MI, PMO). `hist_presets` are texture-control presets: each a list of
+    `len(lesion_labels) * hist_bins` floats (class histograms concatenated).
+    """
+
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    lesion_labels: tuple[int, ...] = (1,)
+    hist_presets: tuple[tuple[float, ...], ...] = ()
+    loss: Literal["lesion", "global"] = "lesion"
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lesion_labels", tuple(int(v) for v in self.lesion_labels))
+        object.__setattr__(self, "hist_presets", tuple(tuple(float(v) for v in p) for p in self.hist_presets))
+        if self.denoiser.channels != len(self.lesion_labels):
+            raise ValueError(
+                f"the denoiser has {self.denoiser.channels} channel(s) but {len(self.lesion_labels)} "
+                f"lesion label(s) {self.lesion_labels}: one channel per lesion class is required"
+            )
+        for i, preset in enumerate(self.hist_presets):
+            if self.denoiser.cond_dim is not None and len(preset) != self.denoiser.cond_dim:
+                raise ValueError(f"histogram preset {i + 1} has {len(preset)} values, expected {self.denoiser.cond_dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return cls(
+            denoiser=DenoiserConfig(**data.get("denoiser", {})),
+            schedule=ScheduleConfig(**data.get("schedule", {})),
+            preprocess=PreprocessConfig(**data.get("preprocess", {})),
+            lesion_labels=tuple(data.get("lesion_labels", (1,))),
+            hist_presets=tuple(tuple(p) for p in data.get("hist_presets", ())),
+            loss=data.get("loss", "lesion"),
+            source=data.get("source", ""),
+        )
+
+
+LIDC_PREPROCESS = PreprocessConfig(modality="ct", roi_shape=(32, 64, 64))
+EMIDEC_PREPROCESS = PreprocessConfig(modality="mri", roi_shape=(10, 72, 72))

@@ -1,0 +1,147 @@
+"""Reading and writing 3D volumes with their geometry. The only module that imports SimpleITK.
+
+Arrays are numpy in (z, y, x) order (= (D, H, W)); geometry is kept in the same order for
+spacing, and in ITK's (x, y, z) physical convention for origin and direction so it can be
+written back unchanged. Writes go to a temporary name in the target folder and are renamed when
+complete, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LeFusionError
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical placement of a voxel grid.
+
+    spacing: (z, y, x) voxel size in mm. origin: (x, y, z) in mm, ITK order. direction: 3x3
+    row-major direction cosines, ITK order.
+    """
+
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def matches(self, other: "Geometry", tol: float = 1e-4) -> bool:
+        return all(
+            np.allclose(a, b, atol=tol)
+            for a, b in ((self.spacing, other.spacing), (self.origin, other.origin), (self.direction, other.direction))
+        )
+
+
+@dataclass
+class Volume:
+    """A 3D array (D, H, W) with its geometry."""
+
+    array: np.ndarray
+    geometry: Geometry = field(default_factory=Geometry)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+
+def has_volume_suffix(path: str | Path) -> bool:
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def strip_volume_suffix(name: str) -> str:
+    """'case_001.nii.gz' -> 'case_001'."""
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_volume(path: str | Path, *, check_finite: bool = True) -> Volume:
+    """Read a NIfTI / NRRD / MHA volume. Raises LeFusionError naming the file if it is missing,
+    unreadable, not 3D (a trailing singleton 4th axis is dropped) or has NaN/Inf voxels."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise LeFusionError(f"{path}: file not found")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line for line in first if "ERROR" in line or "rror" in line), first[0] if first else "")
+        raise LeFusionError(f"{path}: unreadable or corrupt volume ({detail.strip()[:200]})") from exc
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise LeFusionError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel, expected a scalar volume")
+    array = sitk.GetArrayFromImage(image)
+    if image.GetDimension() == 4 and array.shape[0] == 1:
+        array = array[0]
+        image = image[:, :, :, 0]
+    if array.ndim != 3:
+        raise LeFusionError(f"{path}: is {array.ndim}D with shape {array.shape}, expected a 3D volume")
+    if check_finite and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise LeFusionError(f"{path}: contains {int((~np.isfinite(array)).sum())} NaN/Inf voxels")
+    sx, sy, sz = image.GetSpacing()
+    geometry = Geometry(spacing=(sz, sy, sx), origin=tuple(image.GetOrigin()), direction=tuple(image.GetDirection()))
+    return Volume(array=array, geometry=geometry)
+
+
+def write_volume(volume: Volume | np.ndarray, path: str | Path, geometry: Geometry | None = None) -> Path:
+    """Write a (D, H, W) array with geometry atomically (temporary name, then rename). Returns path."""
+    import SimpleITK as sitk
+
+    if isinstance(volume, Volume):
+        array, geometry = volume.array, geometry or volume.geometry
+    else:
+        array, geometry = volume, geometry or Geometry()
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise LeFusionError(f"{path}: refusing to write a {array.ndim}D array, expected (D, H, W)")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    sz, sy, sx = geometry.spacing
+    image.SetSpacing((float(sx), float(sy), float(sz)))
+    image.SetOrigin(tuple(float(v) for v in geometry.origin))
+    image.SetDirection(tuple(float(v) for v in geometry.direction))
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the real suffix on the temporary name: SimpleITK picks the writer from it.
+    suffix = next((s for s in VOLUME_SUFFIXES if path.name.lower().endswith(s)), path.suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
