@@ -1,0 +1,76 @@
+"""One entry point for both checkpoint formats: `load_model(path)` -> LeFusionModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, ModelConfig
+from ..errors import LeFusionError
+from ..model import LeFusionModel
+from ..models import Denoiser
+from .format import WEIGHTS_NAME, file_sha256, is_checkpoint_dir, read_checkpoint
+from .legacy import infer_denoiser_config, infer_schedule_config, read_published, split_state
+
+
+def load_weights(denoiser: Denoiser, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly; on mismatch name the first offending keys and shapes."""
+    expected = denoiser.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [
+        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+    if wrong:
+        problems.append(f"shape mismatch {wrong[:3]}{' ...' if len(wrong) > 3 else ''}")
+    if problems:
+        raise LeFusionError(f"{source}: weights do not fit the architecture in its config: " + "; ".join(problems))
+    denoiser.load_state_dict(weights)
+
+
+def legacy_model_config(denoiser_cfg, schedule_cfg, source: str) -> ModelConfig:
+    """Data conventions of the published models, chosen by their channel layout."""
+    if denoiser_cfg.extra_in_channels:  # DiffMask: mask + control sphere in, mask out
+        labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
+    elif denoiser_cfg.channels == 2:  # EMIDEC: MI, PMO
+        labels, preprocess = (3, 4), EMIDEC_PREPROCESS
+    elif denoiser_cfg.channels == 1:  # LIDC nodules
+        labels, preprocess = (1,), LIDC_PREPROCESS
+    else:
+        labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
+    return ModelConfig(denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, source=source)
+
+
+def load_model(
+    path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu"
+) -> LeFusionModel:
+    """Load a lefusion checkpoint folder (or its model.safetensors / config.json) or a published
+    `.pt` file (`weights` picks its EMA or raw weights). The model is returned in eval mode."""
+    path = Path(path)
+    if path.is_file() and path.name in (WEIGHTS_NAME, "config.json"):
+        path = path.parent
+    if is_checkpoint_dir(path):
+        config, state, extra = read_checkpoint(path)
+        digest = file_sha256(path / WEIGHTS_NAME)
+    elif path.is_dir():
+        raise LeFusionError(f"{path}: folder has no config.json; not a lefusion checkpoint")
+    else:
+        state_all = read_published(path, weights)
+        state, schedule_state = split_state(state_all, str(path))
+        config = legacy_model_config(
+            infer_denoiser_config(state, str(path)), infer_schedule_config(schedule_state, str(path)), f"{path.name}:{weights}"
+        )
+        extra = {}
+        digest = file_sha256(path)
+    denoiser = Denoiser(config.denoiser)
+    load_weights(denoiser, state, str(path))
+    return LeFusionModel(config=config, denoiser=denoiser, source=path, weights_sha256=digest, extra=extra).to(device).eval()

@@ -1,0 +1,1 @@
+"""Texture control: histogram presets, their perturbation and mixing."""

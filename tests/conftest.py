@@ -1,0 +1,40 @@
+"""Shared fixtures. Golden tensors live in ../shared/reference beside the checkout (or $LEFUSION_REFERENCE)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _reference_dir() -> Path:
+    return Path(os.environ.get("LEFUSION_REFERENCE", REPO.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    path = _reference_dir()
+    if not (path / "README.md").is_file():
+        message = f"golden reference files not found at {path} (set LEFUSION_REFERENCE)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI the goldens must be there: never pass by skipping
+        pytest.skip(message)
+    return path
+
+
+def load_golden(reference_dir: Path, name: str) -> dict:
+    return torch.load(reference_dir / name, weights_only=True)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield
