@@ -1,0 +1,113 @@
+"""In-memory training dataset of lesion ROIs, and the release's flip augmentation.
+
+LeFusion datasets are small (a few thousand 32x64x64 ROIs at most), so every case is read,
+validated and preprocessed once at construction and kept as tensors: errors surface before
+training starts, and workers never touch the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..config import PreprocessConfig
+from ..diffusion.losses import class_masks
+from ..errors import LeFusionError
+from ..io import read_volume
+from .histograms import lesion_histogram
+from .layouts import Case
+from .roi import Roi, prepare_roi, validate_pair
+
+# Keys of a sample that carry voxels and so must flip together; `hist` is flip-invariant.
+SPATIAL_KEYS = ("x", "masks", "label")
+
+
+class LesionRoiDataset(Dataset):
+    """Preprocessed lesion ROIs, one item per case.
+
+    Item: dict(
+        x=(K, D, H, W) float32 in [-1, 1], the image repeated over K = len(lesion_labels) channels,
+        masks=(K, D, H, W) float32, channel i = (label == lesion_labels[i]),
+        label=(1, D, H, W) int64 label ids,
+        hist=(K * hist_bins,) float32 concatenated class histograms,
+        name=str case name).
+
+    Pathological cases must contain a lesion voxel inside the ROI; normal cases may have no mask
+    (label all zeros, histogram zeros). `allowed_labels` None means 0 plus `lesion_labels` (pass
+    e.g. (1, 2, 3, 4) for EMIDEC, whose labels also mark LV cavity and myocardium).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        config: PreprocessConfig,
+        lesion_labels: tuple[int, ...],
+        allowed_labels: tuple[int, ...] | None = None,
+    ) -> None:
+        if not cases:
+            raise LeFusionError("no cases given to build a dataset from")
+        if not lesion_labels:
+            raise LeFusionError("at least one lesion label is required")
+        self.cases = list(cases)
+        self.config = config
+        self.lesion_labels = tuple(int(v) for v in lesion_labels)
+        self.allowed_labels = None if allowed_labels is None else tuple(int(v) for v in allowed_labels)
+        self.rois: list[Roi] = []
+        hists = []
+        for case in self.cases:
+            roi = self._load(case)
+            self.rois.append(roi)
+            hists.append(lesion_histogram(roi.image, roi.label, self.lesion_labels, config.hist_bins))
+        self.hists = torch.stack(hists)  # (N, K * bins), also the input to histogram-preset clustering
+
+    def _load(self, case: Case) -> Roi:
+        image = read_volume(case.image)
+        label = read_volume(case.mask) if case.mask is not None else None
+        require_lesion = case.role == "pathological"
+        validate_pair(image, label, self.lesion_labels, self.allowed_labels, case.image, case.mask, require_lesion)
+        roi = prepare_roi(image, label, self.config, image_path=case.image, label_path=case.mask)
+        if require_lesion and not torch.isin(roi.label, torch.tensor(self.lesion_labels)).any():
+            raise LeFusionError(
+                f"{case.mask}: the lesion lies entirely outside the centred {self.config.roi_shape} ROI "
+                f"cut from a {image.shape} volume; re-centre the ROI on the lesion"
+            )
+        return roi
+
+    def __len__(self) -> int:
+        return len(self.rois)
+
+    def __getitem__(self, index: int) -> dict:
+        roi = self.rois[index]
+        k = len(self.lesion_labels)
+        return {
+            "x": roi.image.repeat(k, 1, 1, 1),
+            "masks": class_masks(roi.label[None], self.lesion_labels)[0],
+            "label": roi.label.clone(),
+            "hist": self.hists[index].clone(),
+            "name": self.cases[index].name,
+        }
+
+
+def random_flip(batch: dict, generator: torch.Generator) -> dict:
+    """Flip each sample of a collated batch along y (dim -2) with probability 0.5.
+
+    batch: dict with x (B, K, D, H, W), masks (B, K, D, H, W), label (B, 1, D, H, W), ...; one coin
+    per sample from `generator` (B draws, in batch order) decides for all its spatial tensors, so
+    image, masks and label stay aligned. The public release flips the same in-plane axis
+    (tio.RandomFlip(axes=1)). Returns a new dict; other entries (hist, name) are passed through.
+    """
+    present = [key for key in SPATIAL_KEYS if key in batch]
+    if not present:
+        raise ValueError(f"batch has none of the spatial keys {SPATIAL_KEYS}")
+    size = batch[present[0]].shape[0]
+    flip = torch.rand(size, generator=generator, device=generator.device) < 0.5
+    out = dict(batch)
+    for key in present:
+        tensor = batch[key]
+        if tensor.shape[0] != size or tensor.ndim < 3:
+            raise ValueError(f"batch[{key!r}] has shape {tuple(tensor.shape)}, expected batch size {size} first")
+        choose = flip.to(tensor.device).view(size, *([1] * (tensor.ndim - 1)))
+        out[key] = torch.where(choose, tensor.flip(-2), tensor)
+    return out
