@@ -194,3 +194,25 @@ def test_validate_nan_image() -> None:
     image.array[0, 1, 3] = np.inf
     with pytest.raises(LeFusionError, match=r"img\.nii\.gz: contains 2 NaN/Inf"):
         _check(image, label)
+
+
+def test_axis_permutation_round_trip_and_orientation():
+    """A model fed (i, j, k) tensors (the published LIDC model) sees the disk array transposed."""
+
+    from lefusion.config import PreprocessConfig
+    from lefusion.data.roi import prepare_roi, restore_roi
+    from lefusion.io import Volume
+
+    rng = np.random.default_rng(0)
+    array = rng.uniform(-900, 300, size=(6, 5, 4)).astype(np.float32)  # disk order (k, j, i)
+    config = PreprocessConfig(modality="ct", roi_shape=(4, 5, 6), axes=(2, 1, 0))
+    roi = prepare_roi(Volume(array), None, config)
+    assert roi.image.shape == (1, 4, 5, 6)
+    expected = (np.clip(array, -1000, 400) + 1000) / 1400 * 2 - 1
+    np.testing.assert_allclose(roi.image[0].numpy(), expected.transpose(2, 1, 0), atol=1e-6)
+    changed = roi.image.clone()
+    changed[0, 1, 2, 3] = 0.0  # one voxel in model axes (i=1, j=2, k=3)
+    out = restore_roi(roi, changed, Volume(array))
+    assert out.shape == array.shape
+    diff = np.argwhere(out != array)
+    assert diff.tolist() == [[3, 2, 1]]  # back in disk order (k, j, i)

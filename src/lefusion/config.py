@@ -63,9 +63,16 @@ class PreprocessConfig:
     roi_shape: tuple[int, int, int] = (32, 64, 64)
     window: tuple[float, float] = (-1000.0, 400.0)
     hist_bins: int = 16
+    # Permutation from the array as read from disk (SimpleITK order: slice, row, column = k, j, i)
+    # to the model's (D, H, W). Identity for models trained with lefusion. The published models
+    # were fed torchio tensors: LIDC as (i, j, k) -> (2, 1, 0); EMIDEC as (k, i, j) -> (0, 2, 1).
+    axes: tuple[int, int, int] = (0, 1, 2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roi_shape", tuple(int(s) for s in self.roi_shape))
+        object.__setattr__(self, "axes", tuple(int(a) for a in self.axes))
+        if sorted(self.axes) != [0, 1, 2]:
+            raise ValueError(f"axes must be a permutation of (0, 1, 2), got {self.axes}")
         object.__setattr__(self, "window", tuple(float(v) for v in self.window))
 
 

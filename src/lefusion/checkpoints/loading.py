@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+import dataclasses
+
 from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, ModelConfig
 from ..errors import LeFusionError
 from ..model import LeFusionModel
@@ -41,10 +43,10 @@ def legacy_model_config(denoiser_cfg, schedule_cfg, source: str) -> ModelConfig:
     """Data conventions of the published models, chosen by their channel layout."""
     if denoiser_cfg.extra_in_channels:  # DiffMask: mask + control sphere in, mask out
         labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
-    elif denoiser_cfg.channels == 2:  # EMIDEC: MI, PMO
-        labels, preprocess = (3, 4), EMIDEC_PREPROCESS
-    elif denoiser_cfg.channels == 1:  # LIDC nodules
-        labels, preprocess = (1,), LIDC_PREPROCESS
+    elif denoiser_cfg.channels == 2:  # EMIDEC: MI, PMO; the release fed (k, i, j) tensors
+        labels, preprocess = (3, 4), dataclasses.replace(EMIDEC_PREPROCESS, axes=(0, 2, 1))
+    elif denoiser_cfg.channels == 1:  # LIDC nodules; the release fed (i, j, k) tensors
+        labels, preprocess = (1,), dataclasses.replace(LIDC_PREPROCESS, axes=(2, 1, 0))
     else:
         labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
     return ModelConfig(denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, source=source)

@@ -98,6 +98,7 @@ class Roi:
     box: RoiBox
     image_path: Path | None = None
     label_path: Path | None = None
+    axes: tuple[int, int, int] = (0, 1, 2)
 
 
 def intensity_mapping(image: Volume, config: PreprocessConfig, image_path: str | Path | None = None) -> IntensityMapping:
@@ -134,14 +135,15 @@ def prepare_roi(
     if label is not None and label.shape != image.shape:
         raise LeFusionError(f"{label_path or 'label'}: shape {label.shape} differs from image {image_path or ''} shape {image.shape}")
     mapping = intensity_mapping(image, config, image_path)
-    box = RoiBox.centred(image.shape, config.roi_shape)
+    array = image.array.transpose(config.axes)  # disk order -> the model's (D, H, W)
+    box = RoiBox.centred(array.shape, config.roi_shape)
     src, dst = box.slices()
 
     roi_image = np.full(config.roi_shape, PAD_VALUE, dtype=np.float32)
-    roi_image[dst] = mapping.forward(image.array[src])
+    roi_image[dst] = mapping.forward(array[src])
     roi_label = np.zeros(config.roi_shape, dtype=np.int64)
     if label is not None:
-        roi_label[dst] = np.rint(label.array[src]).astype(np.int64)
+        roi_label[dst] = np.rint(label.array.transpose(config.axes)[src]).astype(np.int64)
     return Roi(
         image=torch.from_numpy(roi_image)[None],
         label=torch.from_numpy(roi_label)[None],
@@ -149,6 +151,7 @@ def prepare_roi(
         box=box,
         image_path=Path(image_path) if image_path is not None else None,
         label_path=Path(label_path) if label_path is not None else None,
+        axes=config.axes,
     )
 
 
@@ -169,15 +172,16 @@ def restore_roi(roi: Roi, generated: torch.Tensor, original: Volume) -> np.ndarr
         gen = gen[0]
     if tuple(gen.shape) != roi.box.roi_shape:
         raise LeFusionError(f"{roi.image_path or 'ROI'}: generated ROI has shape {tuple(generated.shape)}, expected (1, {', '.join(map(str, roi.box.roi_shape))})")
-    if original.shape != roi.box.original_shape:
+    array = original.array.transpose(roi.axes)
+    if array.shape != roi.box.original_shape:
         raise LeFusionError(f"{roi.image_path or 'ROI'}: original volume has shape {original.shape}, but the ROI was cut from {roi.box.original_shape}")
     src, dst = roi.box.slices()
-    out = original.array.astype(np.result_type(original.array.dtype, np.float32), copy=True)
+    out = array.astype(np.result_type(array.dtype, np.float32), copy=True)
     gen_np = gen.numpy()[dst]
     kept = gen_np == roi.image[0].numpy()[dst]
     restored = roi.mapping.inverse(gen_np).astype(out.dtype)
     out[src] = np.where(kept, out[src], restored)
-    return out
+    return out.transpose(np.argsort(roi.axes))  # back to disk order
 
 
 def validate_pair(
