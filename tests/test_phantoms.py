@@ -129,7 +129,7 @@ def test_lung_metadata(lung) -> None:
 
 
 def test_lung_seed_determinism(tmp_path: Path) -> None:
-    kwargs = dict(n_pathological=1, n_normal=1, n_test=1)
+    kwargs = dict(n_pathological=2, n_normal=1, n_test=1)
     a = write_lung_phantom(tmp_path / "a", seed=3, **kwargs)
     write_lung_phantom(tmp_path / "b", seed=3, **kwargs)
     write_lung_phantom(tmp_path / "c", seed=4, **kwargs)

@@ -43,6 +43,69 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _phantom(args: argparse.Namespace) -> int:
+    from .phantoms import write_cardiac_phantom, write_lung_phantom
+
+    kwargs = {"seed": args.seed}
+    if args.n_pathological is not None:
+        kwargs["n_pathological"] = args.n_pathological
+    if args.kind == "lung" and (args.n_test is not None or args.n_pathological is not None):
+        # hold out about one case in six unless told otherwise
+        kwargs["n_test"] = args.n_test if args.n_test is not None else max(1, (args.n_pathological or 48) // 6)
+    if args.n_normal is not None:
+        kwargs["n_normal"] = args.n_normal
+    if args.roi_shape:
+        kwargs["roi_shape"] = tuple(args.roi_shape)
+    if args.spacing:
+        kwargs["spacing"] = tuple(args.spacing)
+    writer = write_lung_phantom if args.kind == "lung" else write_cardiac_phantom
+    summary = writer(Path(args.out), **kwargs)
+    counts = ", ".join(f"{len(summary[k])} {k}" for k in ("pathological", "normal", "test") if k in summary)
+    print(f"wrote {args.kind} phantom to {args.out}: {counts}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import DenoiserConfig, PreprocessConfig, ScheduleConfig
+    from .training import TrainConfig
+    from .training.run import conventions_for, train_on_folder
+
+    train_cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, ema_start=args.ema_start,
+        save_every=args.save_every, seed=args.seed, loss=args.loss, loss_type=args.loss_type, amp=args.amp, device=args.device,
+    )
+    # channels and condition size follow the data's lesion classes (set by train_on_folder)
+    denoiser = DenoiserConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), attn_heads=args.heads, attn_dim_head=args.dim_head)
+    preprocess = None
+    if args.roi_shape:
+        base = conventions_for(Path(args.data)).preprocess
+        preprocess = PreprocessConfig(modality=base.modality, roi_shape=tuple(args.roi_shape), window=base.window)
+    labels = tuple(args.lesion_labels) if args.lesion_labels else None
+    checkpoint = train_on_folder(
+        args.data, args.out, train_cfg, denoiser, ScheduleConfig(timesteps=args.timesteps), labels, preprocess, args.presets_k
+    )
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .checkpoints import load_model
+    from .control.presets import read_presets
+    from .generation import GenerateConfig, generate_dataset
+
+    model = load_model(args.checkpoint, weights=args.weights)
+    if args.presets_file:
+        model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
+    presets = tuple(str(p) for p in range(1, len(model.config.hist_presets) + 1)) if args.preset == ["all"] else tuple(args.preset)
+    config = GenerateConfig(
+        presets=presets, seed=args.seed, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
+        batch_size=args.batch_size, device=args.device, max_cases=args.max_cases,
+    )
+    manifest = generate_dataset(model, args.data, args.out, config)
+    print(f"outputs in {args.out} (manifest: {manifest})")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -65,6 +128,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.set_defaults(handler=_info)
+
+    p = sub.add_parser("phantom", help="write a procedural phantom dataset (lung CT: LIDC layout; cardiac MRI: EMIDEC layout)")
+    p.add_argument("kind", choices=["lung", "cardiac"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-pathological", type=int)
+    p.add_argument("--n-normal", type=int)
+    p.add_argument("--n-test", type=int, help="lung: held-out pathological cases listed in test.txt")
+    p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in mm")
+    p.set_defaults(handler=_phantom)
+
+    p = sub.add_parser("train", help="train a LeFusion model on a dataset folder (any supported layout)")
+    p.add_argument("--data", required=True, help="dataset root: LeFusion LIDC / EMIDEC layout, images+masks folders, nnU-Net raw")
+    p.add_argument("--out", required=True, help="run folder (resumes if it holds a saved state)")
+    p.add_argument("--steps", type=int, default=50000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ema-start", type=int, default=0, help="step at which EMA averaging starts (release: 2000)")
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", choices=["lesion", "global"], default="lesion", help="lesion-focused (LeFusion) or global (RePaint baseline)")
+    p.add_argument("--loss-type", choices=["l1", "l2"], default="l1")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dim", type=int, default=64, help="base width (release: 64 LIDC, 72 EMIDEC)")
+    p.add_argument("--dim-mults", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--dim-head", type=int, default=32)
+    p.add_argument("--timesteps", type=int, default=300)
+    p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
+    p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
+    p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("generate", help="inpaint lesions into normal scans with a trained or published model")
+    p.add_argument("--checkpoint", required=True, help="lefusion checkpoint folder or published .pt")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--data", required=True, help="dataset root (for the LIDC layout its Normal/ cases are used)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", nargs="+", default=["mix"], help="K (1-based), 'mix' (5:20:75), 'all', or a histogram JSON; several allowed")
+    p.add_argument("--presets-file", help="histogram presets JSON for a checkpoint that has none (e.g. lidc_clusters.json)")
+    p.add_argument("--jump-length", type=int, default=10)
+    p.add_argument("--jump-n-sample", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-cases", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=_generate)
 
     p = sub.add_parser("demo", help="run the main job on the embedded phantom data")
     p.add_argument("--out", default="outputs/demo")

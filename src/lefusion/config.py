@@ -89,12 +89,16 @@ class ModelConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     lesion_labels: tuple[int, ...] = (1,)
+    # Non-lesion labels that may appear in masks and are kept as background (EMIDEC: 1 = LV
+    # cavity, 2 = myocardium). Any other label in a mask is an error.
+    context_labels: tuple[int, ...] = ()
     hist_presets: tuple[tuple[float, ...], ...] = ()
     loss: Literal["lesion", "global"] = "lesion"
     source: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lesion_labels", tuple(int(v) for v in self.lesion_labels))
+        object.__setattr__(self, "context_labels", tuple(int(v) for v in self.context_labels))
         object.__setattr__(self, "hist_presets", tuple(tuple(float(v) for v in p) for p in self.hist_presets))
         if self.denoiser.channels != len(self.lesion_labels):
             raise ValueError(
@@ -108,6 +112,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def allowed_labels(self) -> tuple[int, ...]:
+        """Every label id a mask may contain: background 0, context labels, lesion labels."""
+        return tuple(sorted({0, *self.context_labels, *self.lesion_labels}))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         return cls(
@@ -115,6 +124,7 @@ class ModelConfig:
             schedule=ScheduleConfig(**data.get("schedule", {})),
             preprocess=PreprocessConfig(**data.get("preprocess", {})),
             lesion_labels=tuple(data.get("lesion_labels", (1,))),
+            context_labels=tuple(data.get("context_labels", ())),
             hist_presets=tuple(tuple(p) for p in data.get("hist_presets", ())),
             loss=data.get("loss", "lesion"),
             source=data.get("source", ""),

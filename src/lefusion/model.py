@@ -57,3 +57,12 @@ class LeFusionModel:
         from .checkpoints.format import save_checkpoint
 
         return save_checkpoint(directory, self.config, self.denoiser.state_dict(), self.extra or None)
+
+    def inpaint(self, image, mask, preset: int | str = "mix", seed: int = 0, jump_length: int = 10, jump_n_sample: int = 10):
+        """Generate lesions inside `mask` of one (D, H, W) volume; background kept exactly.
+
+        See `lefusion.generation.inpaint.inpaint_volume`. `preset` is 1-based, 'mix', or a JSON file.
+        """
+        from .generation.inpaint import inpaint_volume
+
+        return inpaint_volume(self, image, mask, preset, seed, jump_length, jump_n_sample)

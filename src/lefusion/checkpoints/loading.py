@@ -49,7 +49,10 @@ def legacy_model_config(denoiser_cfg, schedule_cfg, source: str) -> ModelConfig:
         labels, preprocess = (1,), dataclasses.replace(LIDC_PREPROCESS, axes=(2, 1, 0))
     else:
         labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
-    return ModelConfig(denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, source=source)
+    context = (1, 2) if labels == (3, 4) else ()
+    return ModelConfig(
+        denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, context_labels=context, source=source
+    )
 
 
 def load_model(

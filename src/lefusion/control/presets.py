@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import LeFusionError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def presets_from_centres(centres: list[list[float]], cond_dim: int) -> list[tuple[float, ...]]:
@@ -47,3 +51,27 @@ def read_presets(path: str | Path, cond_dim: int) -> list[tuple[float, ...]]:
         return presets_from_centres(centres, cond_dim)
     except ValueError as exc:
         raise LeFusionError(f"{path}: {exc}") from exc
+
+
+def fit_presets(hists: "torch.Tensor", k: int, seed: int = 0, bins: int = 16) -> list[tuple[float, ...]]:
+    """k-means (k-means++ init, seeded) over training lesion histograms (N, K*bins) -> k presets.
+
+    Presets are ordered by the mean lesion intensity they describe (first class's histogram), so
+    for lung nodules preset 1 is the faintest (ground-glass-like) and the last the densest (solid),
+    matching the order of the published LIDC presets. Each class histogram is renormalised to 1.
+    """
+    import numpy as np
+    import torch
+    from scipy.cluster.vq import kmeans2
+
+    data = hists.detach().double().cpu().numpy()
+    if data.ndim != 2 or data.shape[0] == 0:
+        raise ValueError(f"need a (N, K*bins) array of histograms, got shape {tuple(hists.shape)}")
+    k = max(1, min(k, data.shape[0]))
+    centres, _ = kmeans2(data, k, minit="++", seed=np.random.default_rng(seed))
+    centres = np.clip(centres, 0.0, None).reshape(k, -1, bins)
+    sums = centres.sum(axis=-1, keepdims=True)
+    centres = np.where(sums > 0, centres / np.where(sums > 0, sums, 1.0), 0.0)
+    bin_centres = np.linspace(-1 + 1 / bins, 1 - 1 / bins, bins)
+    order = np.argsort((centres[:, 0, :] * bin_centres).sum(axis=-1), kind="stable")
+    return [tuple(float(v) for v in centres[i].reshape(-1)) for i in order]

@@ -11,7 +11,7 @@ Volumes are (B, K, D, H, W) with K lesion-class channels; label maps are (B, 1, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -58,8 +58,15 @@ def combine_class_channels(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
     return out
 
 
-def _randn(shape: torch.Size, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def _randn(shape: torch.Size, generator: Generators, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise; with one generator per sample, sample i's noise depends only on
+    generator i, so an output does not depend on which other cases share its batch."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return torch.stack([torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator])
 
 
 @torch.no_grad()
@@ -70,7 +77,7 @@ def inpaint_lesions(
     label: torch.Tensor,
     lesion_labels: tuple[int, ...],
     cond: torch.Tensor | None,
-    generator: torch.Generator,
+    generator: Generators,
     jump_length: int = 10,
     jump_n_sample: int = 10,
     progress: ProgressFn | None = None,
@@ -79,7 +86,7 @@ def inpaint_lesions(
 
     image: (B, 1, D, H, W) in [-1, 1]; label: (B, 1, D, H, W) integer label map; cond:
     (B, K*bins) histogram condition or None; generator: the only source of randomness, on the
-    same device as `image`. Returns (B, 1, D, H, W): generated inside the lesion, `image` elsewhere.
+    same device as `image`; one generator, or one per sample. Returns (B, 1, D, H, W): generated inside the lesion, `image` elsewhere.
     """
     masks = class_masks(label, lesion_labels).to(image.dtype)
     lesion = masks.sum(dim=1, keepdim=True) > 0

@@ -11,8 +11,8 @@ request, so the same draw gives the same shape at any size and spacing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -140,7 +140,9 @@ def handcrafted_mask(
     lo = np.maximum(first, 0)
     hi = np.minimum(first + window.shape, shape)
     if (hi > lo).all():
-        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = window[tuple(slice(a - f, b - f) for a, b, f in zip(lo, hi, first))]
+        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = window[
+            tuple(slice(a - f, b - f) for a, b, f in zip(lo, hi, first))
+        ]
     if boundary is not None:
         out &= np.asarray(boundary, dtype=bool)
     return out

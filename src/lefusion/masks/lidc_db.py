@@ -146,7 +146,9 @@ def read_scans(sqlite_path: str | Path) -> list[ScanRecord]:
     }
     annotations: dict[int, AnnotationRecord] = {}
     for row in ann_rows:
-        ann = AnnotationRecord(int(row[0]), {name: (None if v is None else int(v)) for name, v in zip(RATINGS, row[2:])})
+        ann = AnnotationRecord(
+            int(row[0]), {name: (None if v is None else int(v)) for name, v in zip(RATINGS, row[2:])}
+        )
         annotations[ann.id] = ann
         if row[1] not in scans:
             raise LeFusionError(f"{path}: annotation {row[0]} refers to missing scan {row[1]}")

@@ -94,6 +94,58 @@ def _ratings(meta: dict, ratings: list[dict[str, int]]) -> None:
         meta[f"{name}_readers"] = ";".join(str(v) for v in values)
 
 
+@dataclass(frozen=True)
+class _ScanGrid:
+    """A scan's native sampling: slice positions z (S,) mm, per-slice slab thickness (S,) mm (half
+    the distance to each neighbour: LIDC slices can overlap or have gaps) and square pixels."""
+
+    z: np.ndarray
+    slab: np.ndarray
+    pixel_mm: float
+
+    def z_at(self, k: np.ndarray) -> np.ndarray:
+        """Slice positions of indices k, extrapolated by one slab beyond the first / last slice."""
+        z, slab, k = self.z, self.slab, np.asarray(k)
+        below = z[0] + k * slab[0]
+        above = z[-1] + (k - len(z) + 1) * slab[-1]
+        return np.where(k < 0, below, np.where(k >= len(z), above, z[np.clip(k, 0, len(z) - 1)]))
+
+    def positions(self, offset: tuple[int, ...], shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        """Per-axis sample positions (mm) of a window: ((nk,), (nr,), (nc,))."""
+        k0, r0, c0 = offset
+        nk, nr, nc = shape
+        ps = self.pixel_mm
+        return self.z_at(k0 + np.arange(nk)), (r0 + np.arange(nr)) * ps, (c0 + np.arange(nc)) * ps
+
+    def volume_and_centroid(self, m: NativeMask) -> tuple[float, np.ndarray]:
+        """Volume (mm^3) and centroid (z, y, x) in mm of a non-empty native mask."""
+        pz, py, px = self.positions(m.offset, m.mask.shape)
+        k, r, c = np.nonzero(m.mask)
+        w = self.slab[m.offset[0] + k] * self.pixel_mm**2  # voxel volumes, mm^3
+        return float(w.sum()), np.array([(w * pz[k]).sum(), (w * py[r]).sum(), (w * px[c]).sum()]) / w.sum()
+
+
+def _to_box(grid: _ScanGrid, mask: NativeMask, centroid: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    """Resample a native mask onto the 1 mm box centred on ``centroid`` (z, y, x mm): bool (D, H, W).
+
+    The resampling covers the whole window on the box's voxel lattice, so the volume-matching
+    step sees the full nodule even when it is larger than the box; then it is cropped."""
+    src = grid.positions(mask.offset, mask.mask.shape)
+    first = [c - (n - 1) / 2.0 for c, n in zip(centroid, box)]  # box voxel 0 position, mm
+    start = [int(np.floor(s[0] - f)) for s, f in zip(src, first)]  # window lattice, box index units
+    stop = [int(np.ceil(s[-1] - f)) + 1 for s, f in zip(src, first)]
+    dst = tuple(f + np.arange(a, b) for f, a, b in zip(first, start, stop))
+    keep = int(round(grid.volume_and_centroid(mask)[0])) if mask.mask.any() else 0  # 1 mm^3 voxels
+    values = resample_shape(mask.mask, src, dst, grid.pixel_mm, keep_voxels=keep)
+    lo = [max(a, 0) for a in start]
+    hi = [max(low, min(b, n)) for low, b, n in zip(lo, stop, box)]
+    out = np.zeros(box, dtype=bool)
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = values[
+        tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
+    ]
+    return out
+
+
 def extract_nodules(scan: ScanRecord, box: tuple[int, int, int], min_diameter_mm: float) -> tuple[list[Nodule], dict]:
     """All nodules of one scan whose consensus equivalent diameter is >= ``min_diameter_mm``.
 
@@ -101,8 +153,7 @@ def extract_nodules(scan: ScanRecord, box: tuple[int, int, int], min_diameter_mm
     and counters {'annotations', 'empty_annotations', 'groups', 'small', 'empty_consensus'}.
     """
     z = scan.slice_z
-    ps = scan.pixel_spacing
-    slab = np.gradient(z) if len(z) > 1 else np.ones(1)  # per-slice thickness covered (mm)
+    grid = _ScanGrid(z, np.gradient(z) if len(z) > 1 else np.ones(1), scan.pixel_spacing)
     natives, kept = [], []
     for ann in scan.annotations:
         native = rasterise_annotation(ann.contours, z)
@@ -112,22 +163,7 @@ def extract_nodules(scan: ScanRecord, box: tuple[int, int, int], min_diameter_mm
     stats = {"annotations": len(scan.annotations), "empty_annotations": len(scan.annotations) - len(kept),
              "groups": 0, "small": 0, "empty_consensus": 0}  # fmt: skip
 
-    def z_at(k: np.ndarray) -> np.ndarray:
-        # Slice positions, extrapolated one slab beyond the scan's first / last slice.
-        k = np.asarray(k)
-        return np.where(k < 0, z[0] + k * slab[0], np.where(k >= len(z), z[-1] + (k - len(z) + 1) * slab[-1],
-                                                          z[np.clip(k, 0, len(z) - 1)]))
-
-    def positions(offset: tuple[int, ...], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(f(o + np.arange(n)) for f, o, n in zip((z_at, lambda r: r * ps, lambda c: c * ps), offset, shape))
-
-    def volume_and_centroid(m: NativeMask) -> tuple[float, np.ndarray]:
-        pz, py, px = positions(m.offset, m.mask.shape)
-        k, r, c = np.nonzero(m.mask)
-        w = slab[m.offset[0] + k] * ps * ps  # voxel volumes, mm^3
-        return float(w.sum()), np.array([(w * pz[k]).sum(), (w * py[r]).sum(), (w * px[c]).sum()]) / w.sum()
-
-    vc = [volume_and_centroid(m) for m in natives]
+    vc = [grid.volume_and_centroid(m) for m in natives]
     diam = np.array([(6.0 * v / np.pi) ** (1 / 3) for v, _ in vc])
     cent = np.array([c for _, c in vc]).reshape(-1, 3)
     overlap = np.array([[i != j and _overlaps(a, b) for j, b in enumerate(natives)] for i, a in enumerate(natives)])
@@ -146,34 +182,18 @@ def extract_nodules(scan: ScanRecord, box: tuple[int, int, int], min_diameter_mm
         if not cons.mask.any():
             stats["empty_consensus"] += 1
             continue
-        volume, centroid = volume_and_centroid(cons)
+        volume, centroid = grid.volume_and_centroid(cons)
         eq_diam = (6.0 * volume / np.pi) ** (1 / 3)
         if eq_diam < min_diameter_mm:
             stats["small"] += 1
             continue
-        # Box grid: 1 mm, centred on the centroid. Resample on that grid's phase over the whole
-        # window (a nodule larger than the box keeps its true volume), then crop to the box.
-        src = positions(window, shape)
-        first = [c - (n - 1) / 2.0 for c, n in zip(centroid, box)]
-        start = [int(np.floor(s_[0] - f)) for s_, f in zip(src, first)]
-        stop = [int(np.ceil(s_[-1] - f)) + 1 for s_, f in zip(src, first)]
-        dst = tuple(f + np.arange(a, b) for f, a, b in zip(first, start, stop))
-        lo_hi = [(max(a, 0), min(b, n)) for a, b, n in zip(start, stop, box)]
-        crop_box = tuple(slice(lo, max(lo, hi)) for lo, hi in lo_hi)
-        crop_dst = tuple(slice(lo - a, max(lo, hi) - a) for (lo, hi), a in zip(lo_hi, start))
-
-        def to_box(mask: np.ndarray) -> np.ndarray:
-            keep = int(round(volume_and_centroid(NativeMask(mask, window))[0])) if mask.any() else 0
-            out = np.zeros(box, dtype=bool)
-            out[crop_box] = resample_shape(mask, src, dst, ps, keep_voxels=keep)[crop_dst]
-            return out
-
-        cons_box = to_box(cons.mask)
+        cons_box = _to_box(grid, cons, centroid, box)
         bits = np.zeros(box, dtype=np.uint8)
         for i, reader in enumerate(readers):
-            bits |= to_box(reader).astype(np.uint8) << i
+            bits |= _to_box(grid, NativeMask(reader, window), centroid, box).astype(np.uint8) << i
         border = cons_box.copy()
         border[1:-1, 1:-1, 1:-1] = False
+        ps = scan.pixel_spacing
         meta = {
             "scan_id": scan.id, "patient_id": scan.patient_id, "series_uid": scan.series_uid,
             "annotation_ids": ";".join(str(kept[i].id) for i in group), "n_readers": len(group),

@@ -12,8 +12,8 @@ Arrays are ``(k, row, col)`` = (slice index in z-sorted order, y, x). Physical p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt

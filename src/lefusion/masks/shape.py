@@ -8,7 +8,7 @@ one. The surface is a marching-cubes mesh (scikit-image).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

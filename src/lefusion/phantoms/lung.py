@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..errors import LeFusionError
 from ..io import Geometry, atomic_write_text, write_volume
 from .noise import (
     correlated_noise, fractal_field, grid_mm, lobulated_blob_sdf, random_walk_tube, smooth_field, soft_occupancy, tube_sdf,
@@ -230,6 +231,8 @@ def write_lung_phantom(
     pathological / normal / test names and the metadata path.
     """
     out = Path(out)
+    if n_pathological and n_test >= n_pathological:
+        raise LeFusionError(f"n_test={n_test} would hold out all {n_pathological} pathological cases; nothing left to train on")
     geometry = Geometry(spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
     counts = family_counts(n_pathological)
     families = [f for f in FAMILIES for _ in range(counts[f])]

@@ -1,0 +1,5 @@
+"""Generation: background-preserving lesion synthesis over datasets and single volumes."""
+
+from .pipeline import GenerateConfig, generate_dataset
+
+__all__ = ["GenerateConfig", "generate_dataset"]

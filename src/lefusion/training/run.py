@@ -1,0 +1,99 @@
+"""Train on a dataset folder: pick the layout's conventions, fit histogram presets, run, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
+from ..control.presets import fit_presets
+from ..data.dataset import LesionRoiDataset
+from ..data.layouts import EMIDEC, LIDC, detect_layout, find_cases
+from ..errors import LeFusionError
+from ..io import atomic_write_text
+from .trainer import TrainConfig, train
+
+RUN_CONFIG = "run_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConventions:
+    """Lesion labels, labels allowed besides them, and preprocessing of one dataset."""
+
+    lesion_labels: tuple[int, ...]
+    allowed_labels: tuple[int, ...] | None
+    preprocess: PreprocessConfig
+
+
+def conventions_for(root: Path, lesion_labels: tuple[int, ...] | None = None, preprocess: PreprocessConfig | None = None) -> DataConventions:
+    """Defaults by layout: LIDC -> label 1, CT 32x64x64; EMIDEC -> labels 3, 4 (1, 2 anatomy), MRI 10x72x72."""
+    layout = detect_layout(root)
+    if layout == EMIDEC:
+        default = DataConventions((3, 4), (0, 1, 2, 3, 4), EMIDEC_PREPROCESS)
+    elif layout == LIDC:
+        default = DataConventions((1,), None, LIDC_PREPROCESS)
+    else:
+        default = DataConventions((1,), None, LIDC_PREPROCESS)
+    labels = tuple(lesion_labels) if lesion_labels else default.lesion_labels
+    allowed = default.allowed_labels
+    if allowed is not None:
+        allowed = tuple(sorted(set(allowed) | set(labels)))
+    return DataConventions(labels, allowed, preprocess or default.preprocess)
+
+
+def training_dataset(root: Path, conventions: DataConventions) -> LesionRoiDataset:
+    """The pathological training cases of `root` (held-out test cases excluded), preprocessed."""
+    cases = [c for c in find_cases(root) if c.role == "pathological" and c.split == "train"]
+    if not cases:
+        raise LeFusionError(f"{root}: no pathological training cases found")
+    return LesionRoiDataset(cases, conventions.preprocess, conventions.lesion_labels, conventions.allowed_labels)
+
+
+def train_on_folder(
+    data_root: str | Path,
+    run_dir: str | Path,
+    train_config: TrainConfig,
+    denoiser: DenoiserConfig | None = None,
+    schedule: ScheduleConfig | None = None,
+    lesion_labels: tuple[int, ...] | None = None,
+    preprocess: PreprocessConfig | None = None,
+    n_presets: int = 3,
+    progress: bool = True,
+) -> Path:
+    """Train a LeFusion model on `data_root`; returns the exported checkpoint folder.
+
+    A run folder remembers its configuration (run_config.json): resuming with different settings
+    is refused rather than silently mixing two runs.
+    """
+    data_root, run_dir = Path(data_root), Path(run_dir)
+    conventions = conventions_for(data_root, lesion_labels, preprocess)
+    dataset = training_dataset(data_root, conventions)
+    n_classes = len(conventions.lesion_labels)
+    denoiser = denoiser or DenoiserConfig()
+    denoiser = dataclasses.replace(denoiser, channels=n_classes, cond_dim=n_classes * conventions.preprocess.hist_bins)
+    presets = fit_presets(dataset.hists, n_presets, seed=train_config.seed, bins=conventions.preprocess.hist_bins)
+    model_config = ModelConfig(
+        denoiser=denoiser,
+        schedule=schedule or ScheduleConfig(),
+        preprocess=conventions.preprocess,
+        lesion_labels=conventions.lesion_labels,
+        context_labels=tuple(sorted(set(conventions.allowed_labels or ()) - {0, *conventions.lesion_labels})),
+        hist_presets=tuple(presets),
+        loss=train_config.loss,
+        source=f"trained on {data_root}",
+    )
+    record = {"model": model_config.to_dict(), "train": dataclasses.asdict(train_config), "n_cases": len(dataset)}
+    record_path = run_dir / RUN_CONFIG
+    if record_path.is_file():
+        previous = json.loads(record_path.read_text())
+        ignore = ("steps", "save_every", "device")
+        same = previous["model"] == json.loads(json.dumps(record["model"])) and all(
+            previous["train"].get(k) == v for k, v in json.loads(json.dumps(record["train"])).items() if k not in ignore
+        )
+        if not same:
+            raise LeFusionError(f"{record_path}: this run folder was started with other settings; use a new --out folder")
+    atomic_write_text(record_path, json.dumps(record, indent=2))
+    if progress:
+        print(f"training on {len(dataset)} ROIs from {data_root}; {len(presets)} histogram presets; run folder {run_dir}")
+    return train(dataset, model_config, train_config, run_dir, progress=progress)
