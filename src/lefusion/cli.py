@@ -72,6 +72,7 @@ def _train(args: argparse.Namespace) -> int:
 
     train_cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, ema_start=args.ema_start,
+        ema_decay=args.ema_decay, ema_every=args.ema_every,
         save_every=args.save_every, seed=args.seed, loss=args.loss, loss_type=args.loss_type, amp=args.amp, device=args.device,
     )
     # channels and condition size follow the data's lesion classes (set by train_on_folder)
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ema-start", type=int, default=0, help="step at which EMA averaging starts (release: 2000)")
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--ema-every", type=int, default=10, help="EMA update interval in steps (release: 10)")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss", choices=["lesion", "global"], default="lesion", help="lesion-focused (LeFusion) or global (RePaint baseline)")

@@ -85,11 +85,24 @@ def read_volume(path: str | Path, *, check_finite: bool = True) -> Volume:
         image = image[:, :, :, 0]
     if array.ndim != 3:
         raise LeFusionError(f"{path}: is {array.ndim}D with shape {array.shape}, expected a 3D volume")
-    if check_finite and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise LeFusionError(f"{path}: contains {int((~np.isfinite(array)).sum())} NaN/Inf voxels")
+    if check_finite and np.issubdtype(array.dtype, np.floating):
+        bad = int((~np.isfinite(array)).sum()) or _nifti_nonfinite_count(path)
+        if bad:
+            raise LeFusionError(f"{path}: contains {bad} NaN/Inf voxels")
     sx, sy, sz = image.GetSpacing()
     geometry = Geometry(spacing=(sz, sy, sx), origin=tuple(image.GetOrigin()), direction=tuple(image.GetDirection()))
     return Volume(array=array, geometry=geometry)
+
+
+def _nifti_nonfinite_count(path: Path) -> int:
+    """NaN/Inf voxels of a NIfTI file as stored. Needed because ITK's NIfTI reader silently turns
+    NaN into 0 (seen with SimpleITK 2.5), which would hide a corrupt image; nibabel does not."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return 0
+    import nibabel
+
+    data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    return int((~np.isfinite(data)).sum()) if np.issubdtype(data.dtype, np.floating) else 0
 
 
 def write_volume(volume: Volume | np.ndarray, path: str | Path, geometry: Geometry | None = None) -> Path:

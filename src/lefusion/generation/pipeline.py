@@ -78,7 +78,15 @@ def _tag(spec: str) -> str:
 def _load_case(case: Case, model: LeFusionModel) -> tuple[Volume, Volume, Roi]:
     cfg = model.config
     image, label = read_volume(case.image), read_volume(case.mask)  # type: ignore[arg-type]
-    validate_pair(image, label, cfg.lesion_labels, cfg.allowed_labels, case.image, case.mask, require_lesion=True)
+    try:
+        validate_pair(image, label, cfg.lesion_labels, cfg.allowed_labels, case.image, case.mask, require_lesion=True)
+    except LeFusionError as exc:
+        if "label" not in str(exc):
+            raise
+        # a label problem is often the wrong checkpoint for this data: say what the model expects
+        raise LeFusionError(
+            f"{exc} (the checkpoint has {cfg.denoiser.channels} lesion channel(s) for label(s) {cfg.lesion_labels})"
+        ) from exc
     roi = prepare_roi(image, label, cfg.preprocess, image_path=case.image, label_path=case.mask)
     if not torch.isin(roi.label, torch.tensor(cfg.lesion_labels)).any():
         raise LeFusionError(f"{case.mask}: the lesion mask lies outside the centred {cfg.preprocess.roi_shape} ROI")

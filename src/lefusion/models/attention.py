@@ -141,11 +141,14 @@ class SpatialLinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape
-        slices = x.transpose(1, 2).reshape(b * d, c, h, w)
-        q, k, v = self.to_qkv(slices).view(b * d, 3, self.heads, -1, h * w).unbind(1)  # (N, heads, dh, HW)
+        # The 1x1 convolutions are applied as matmuls over (N, C, H*W): the same function, about
+        # twice as fast on CPU as mkldnn's 1x1 conv. Weights keep their Conv2d shapes (published layout).
+        slices = x.transpose(1, 2).reshape(b * d, c, h * w)
+        qkv = torch.matmul(self.to_qkv.weight.flatten(1), slices)
+        q, k, v = qkv.view(b * d, 3, self.heads, -1, h * w).unbind(1)  # (N, heads, dh, HW)
         q = q.softmax(dim=-2) * self.scale
         k = k.softmax(dim=-1)
         context = k @ v.transpose(-1, -2)  # (N, heads, dh_k, dh_v)
         out = context.transpose(-1, -2) @ q  # (N, heads, dh_v, HW)
-        out = self.to_out(out.reshape(b * d, -1, h, w))
+        out = torch.matmul(self.to_out.weight.flatten(1), out.reshape(b * d, -1, h * w)) + self.to_out.bias[:, None]
         return out.view(b, d, c, h, w).transpose(1, 2)

