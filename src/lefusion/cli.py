@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=_generate)
 
+    from .cli_masks import add_masks_parser
+
+    add_masks_parser(sub)
+
     p = sub.add_parser("demo", help="run the main job on the embedded phantom data")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
