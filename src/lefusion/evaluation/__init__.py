@@ -1,0 +1,1 @@
+"""Evaluation: texture control, image quality, downstream segmentation."""
