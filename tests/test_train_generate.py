@@ -151,3 +151,30 @@ def test_cli_train_and_generate(lung, tmp_path, capsys):
                  "--preset", "mix", "--jump-length", "1", "--jump-n-sample", "1", "--max-cases", "1"]) == 0
     assert len(list((out / "images").glob("*.nii.gz"))) == 1
     assert "outputs in" in capsys.readouterr().out
+
+
+def test_two_class_cardiac_train_and_generate(tmp_path):
+    """EMIDEC layout: MI (3) and PMO (4) in channels 0 and 1, cavity/myocardium (1, 2) kept as background."""
+    from lefusion.phantoms import write_cardiac_phantom
+
+    root = tmp_path / "cardiac"
+    write_cardiac_phantom(root, n_pathological=4, n_normal=2, seed=0, roi_shape=(4, 32, 32), spacing=(8.0, 3.0, 3.0))
+    ckpt = train_on_folder(
+        root, tmp_path / "run", TrainConfig(steps=2, batch_size=2, grad_accum=1, save_every=2), TINY, SCHEDULE,
+        preprocess=PreprocessConfig(modality="mri", roi_shape=(4, 32, 32)), n_presets=1, progress=False,
+    )
+    model = lefusion.load(ckpt)
+    cfg = model.config
+    assert cfg.lesion_labels == (3, 4) and cfg.context_labels == (1, 2)
+    assert cfg.denoiser.channels == 2 and cfg.denoiser.cond_dim == 32
+    assert len(cfg.hist_presets) == 1 and len(cfg.hist_presets[0]) == 32
+    manifest = json.loads(generate_dataset(model, root, tmp_path / "gen", GenerateConfig(presets=("1",), jump_length=1, jump_n_sample=1), progress=False).read_text())
+    assert len(manifest["outputs"]) == 2
+    for entry in manifest["outputs"].values():
+        source, label = read_volume(entry["source_image"]), read_volume(entry["source_mask"]).array
+        generated = read_volume(tmp_path / "gen" / entry["image"]).array
+        background = ~np.isin(label, (3, 4))
+        assert np.array_equal(generated[background], source.array[background])
+        for cls in (3, 4):
+            if (label == cls).any():
+                assert not np.array_equal(generated[label == cls], source.array[label == cls]), f"class {cls} not generated"
