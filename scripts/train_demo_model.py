@@ -1,6 +1,6 @@
 """Reproduce the bundled demo model (src/lefusion/assets/demo_lung) from scratch on a CPU.
 
-    python scripts/train_demo_model.py WORKDIR            # ~1 h on 2 CPU cores
+    python scripts/train_demo_model.py WORKDIR            # ~20 min on 2 idle CPU cores
     python scripts/train_demo_model.py WORKDIR --bundle   # then copy it into the package
 
 Writes the lung phantom and trains with exactly the commands below (seeded, so the weights are
@@ -23,7 +23,7 @@ PHANTOM_CMD = [
     "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "0",
 ]
 TRAIN_CMD = [
-    "train", "--data", "lung", "--out", "run", "--steps", "3000", "--batch-size", "4", "--grad-accum", "1",
+    "train", "--data", "lung", "--out", "run", "--steps", "1000", "--batch-size", "4", "--grad-accum", "1",
     "--lr", "2e-4", "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
     "--dim", "16", "--dim-mults", "1", "2", "4", "--heads", "2", "--dim-head", "16", "--timesteps", "100",
     "--roi-shape", "16", "32", "32",
