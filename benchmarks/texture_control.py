@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -48,9 +47,9 @@ def main() -> None:
     presets = tuple(str(i) for i in range(1, len(model.config.hist_presets) + 1))
     config = GenerateConfig(presets=presets, seed=args.seed, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
                             batch_size=args.batch_size, max_cases=args.cases, previews=False)
-    start = time.perf_counter()
-    generate_dataset(model, data, work / "generated", config, progress=True)
-    seconds = time.perf_counter() - start
+    manifest = json.loads(generate_dataset(model, data, work / "generated", config, progress=True).read_text())
+    # seconds per lesion as recorded when each output was generated (a resumed run skips finished ones)
+    per_lesion = [e["seconds"] for e in manifest["outputs"].values()]
     hists = generated_histograms(model, work / "generated")
     names, matrix = distance_matrix(model, hists)
     n_out = sum(len(v) for v in hists.values())
@@ -68,8 +67,9 @@ def main() -> None:
         cells = [f"**{v:.3f}**" if j == matrix[i].argmin() else f"{v:.3f}" for j, v in enumerate(matrix[i])]
         print(f"| preset {name} | " + " | ".join(cells) + f" | {int(matrix[i].argmin()) + 1} | "
               f"{to_hu(mean_intensity(hists[name])):.0f} ({to_hu(target_means[int(name) - 1]):.0f}) |")
-    print(f"\n{seconds / n_out:.2f} s per lesion ({seconds:.0f} s total, batch {args.batch_size}, CPU)")
-    (work / "texture_control.json").write_text(json.dumps({"conditions": names, "matrix": matrix.tolist(), "seconds_per_lesion": seconds / n_out}))
+    seconds = sum(per_lesion) / len(per_lesion)
+    print(f"\n{seconds:.1f} s per lesion (sampling time per batch / lesions in it; batch {args.batch_size}, CPU)")
+    (work / "texture_control.json").write_text(json.dumps({"conditions": names, "matrix": matrix.tolist(), "seconds_per_lesion": seconds}))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from ..control.conditions import Condition, choose_condition
 from ..data.layouts import Case, find_cases
 from ..data.roi import Roi, prepare_roi, restore_roi, validate_pair
 from ..diffusion.repaint import inpaint_lesions
+from ..diffusion.time_travel import jump_schedule
 from ..errors import LeFusionError
 from ..io import Volume, atomic_write_text, read_volume, strip_volume_suffix, write_volume
 from ..model import LeFusionModel
@@ -140,7 +141,10 @@ def generate_dataset(model: LeFusionModel, data_root: str | Path, out_dir: str |
     todo = [j for j in jobs if not (j.name in done and (out / done[j.name]["image"]).is_file())]
     if progress:
         print(f"{len(jobs)} outputs ({len(cases)} cases x {len(config.presets)} condition(s)); {len(jobs) - len(todo)} already done")
-    bar = tqdm(total=len(todo), desc="generate", unit="lesion", disable=not progress)
+    # The bar counts sampler steps (a batch is one long loop), so it moves even for a single batch.
+    n_steps = len(jump_schedule(model.schedule.num_timesteps, config.jump_length, config.jump_n_sample)) - 1
+    n_batches = -(-len(todo) // config.batch_size)
+    bar = tqdm(total=n_batches * n_steps, desc=f"generate {len(todo)} lesion(s)", unit="step", disable=not progress)
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
         t0 = time.perf_counter()
@@ -156,13 +160,13 @@ def generate_dataset(model: LeFusionModel, data_root: str | Path, out_dir: str |
         label = torch.stack([r.label for r in rois]).to(device)
         cond = torch.tensor([c.values for c in conditions], device=device) if cfg.denoiser.cond_dim else None
         result = inpaint_lesions(
-            model.denoiser, model.schedule, image, label, cfg.lesion_labels, cond, generators, config.jump_length, config.jump_n_sample
+            model.denoiser, model.schedule, image, label, cfg.lesion_labels, cond, generators, config.jump_length, config.jump_n_sample,
+            progress=lambda done, total: bar.update(1),
         ).cpu()
         seconds = (time.perf_counter() - t0) / len(batch)
         for i, job in enumerate(batch):
             done[job.name] = _write_output(out, job, loaded[job.case.name], result[i], conditions[i], model, config, seconds)
         atomic_write_text(manifest_path, json.dumps({**manifest, "model": _model_record(model)}, indent=2))
-        bar.update(len(batch))
     bar.close()
     atomic_write_text(manifest_path, json.dumps({**manifest, "model": _model_record(model)}, indent=2))
     return manifest_path
