@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from lefusion.checkpoints import load_model
 from lefusion.demo import demo_model_dir

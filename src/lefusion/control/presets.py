@@ -61,7 +61,6 @@ def fit_presets(hists: "torch.Tensor", k: int, seed: int = 0, bins: int = 16) ->
     matching the order of the published LIDC presets. Each class histogram is renormalised to 1.
     """
     import numpy as np
-    import torch
     from scipy.cluster.vq import kmeans2
 
     data = hists.detach().double().cpu().numpy()

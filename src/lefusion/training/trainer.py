@@ -7,8 +7,6 @@ state needs saving. The saved state holds weights, EMA weights, optimizer and st
 
 from __future__ import annotations
 
-import copy
-import csv
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -22,13 +20,10 @@ from ..checkpoints.format import save_checkpoint
 from ..config import ModelConfig
 from ..data.dataset import LesionRoiDataset, random_flip
 from ..diffusion.losses import diffusion_loss
-from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
-from ..models import Denoiser
-from .state import load_state, save_state
+from .session import open_run, resolve_device, step_generator, update_ema
 
 CHECKPOINT_DIR = "checkpoint"
-LOG_NAME = "log.csv"
 
 
 @dataclass(frozen=True)
@@ -53,28 +48,12 @@ class TrainConfig:
     device: str = "auto"
 
 
-def _step_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 64 + micro) % (2**63))
-
-
 def _batch(dataset: LesionRoiDataset, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Sample `size` items with replacement and flip each with p = 0.5 (the release's augmentation)."""
     index = torch.randint(len(dataset), (size,), generator=gen).tolist()
     items = [dataset[i] for i in index]
     batch = {key: torch.stack([item[key] for item in items]) for key in ("x", "masks", "label", "hist")}
     return random_flip(batch, gen)
-
-
-@torch.no_grad()
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def train(
@@ -97,31 +76,17 @@ def train(
             f"the model has {model_config.denoiser.channels} channel(s) but the data has "
             f"{len(dataset.lesion_labels)} lesion class(es) {dataset.lesion_labels}"
         )
-    device = _resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # initial weights
-    model = Denoiser(model_config.denoiser).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    schedule = NoiseSchedule(model_config.schedule).to(device)
-    start = 0
-    state = load_state(run_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-    log_rows = _read_log(run_dir / LOG_NAME, before_step=start)
-
-    def save(step: int) -> None:
-        save_state(run_dir, {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict()})
-        _write_log(run_dir / LOG_NAME, log_rows)
+    device = resolve_device(cfg.device)
+    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
+    model, ema, optimizer, schedule, start, log_rows = run.model, run.ema, run.optimizer, run.schedule, run.start, run.log_rows
+    save = run.save
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not progress, unit="step")
     t0 = time.perf_counter()
     for step in bar:
         total = 0.0
         for micro in range(cfg.grad_accum):
-            gen = _step_generator(cfg.seed, step, micro)
+            gen = step_generator(cfg.seed, step, micro)
             batch = {k: v.to(device) for k, v in _batch(dataset, cfg.batch_size, gen).items()}
             t = torch.randint(schedule.num_timesteps, (cfg.batch_size,), generator=gen).to(device)
             noise = torch.randn(batch["x"].shape, generator=gen).to(device)
@@ -138,7 +103,7 @@ def train(
             if step < cfg.ema_start:
                 ema.load_state_dict(model.state_dict())
             else:
-                _update_ema(ema, model, cfg.ema_decay)
+                update_ema(ema, model, cfg.ema_decay)
         log_rows.append((step, total, time.perf_counter() - t0))
         bar.set_postfix(loss=f"{total:.4f}")
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
@@ -146,17 +111,3 @@ def train(
     final = dataclasses.replace(model_config, loss=cfg.loss)
     return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps})
 
-
-def _read_log(path: Path, before_step: int) -> list[tuple[int, float, float]]:
-    """Rows logged before `before_step` (a resumed run re-logs the steps after its last save)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [(int(r["step"]), float(r["loss"]), float(r["seconds"])) for r in csv.DictReader(handle) if int(r["step"]) < before_step]
-
-
-def _write_log(path: Path, rows: list[tuple[int, float, float]]) -> None:
-    from ..io import atomic_write_text
-
-    lines = ["step,loss,seconds"] + [f"{s},{loss:.6f},{sec:.2f}" for s, loss, sec in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")

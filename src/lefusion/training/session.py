@@ -1,0 +1,88 @@
+"""What every training loop here shares: seeded per-step generators, EMA, the resumable run
+(weights, EMA, optimizer, step, CSV log) and its atomic saving."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import ModelConfig
+from ..diffusion.schedule import NoiseSchedule
+from ..io import atomic_write_text
+from ..models import Denoiser
+from .state import load_state, save_state
+
+LOG_NAME = "log.csv"
+
+
+def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
+    """The generator of one (micro-)step: every draw of step s depends only on (seed, s, micro), so
+    a resumed run repeats the uninterrupted one exactly without saving any RNG state."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 64 + micro) % (2**63))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def read_log(path: Path, before_step: int) -> list[tuple[int, float, float]]:
+    """Rows logged before `before_step` (a resumed run re-logs the steps after its last save)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [(int(r["step"]), float(r["loss"]), float(r["seconds"])) for r in csv.DictReader(handle) if int(r["step"]) < before_step]
+
+
+def write_log(path: Path, rows: list[tuple[int, float, float]]) -> None:
+    lines = ["step,loss,seconds"] + [f"{s},{loss:.6f},{sec:.2f}" for s, loss, sec in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+@dataclass
+class TrainingRun:
+    """Model, EMA copy, optimizer and schedule of a run, restored from run_dir if it was saved."""
+
+    run_dir: Path
+    model: Denoiser
+    ema: Denoiser
+    optimizer: torch.optim.Optimizer
+    schedule: NoiseSchedule
+    start: int = 0
+    log_rows: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def save(self, step: int) -> None:
+        """Atomically save the resumable state after `step` steps, and the log."""
+        state = {"step": step, "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}
+        save_state(self.run_dir, state)
+        write_log(self.run_dir / LOG_NAME, self.log_rows)
+
+
+def open_run(run_dir: Path, model_config: ModelConfig, lr: float, seed: int, device: torch.device) -> TrainingRun:
+    """Fresh seeded weights (without touching the global RNG), or the saved state of run_dir."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Denoiser(model_config.denoiser).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    run = TrainingRun(run_dir, model, ema, optimizer, NoiseSchedule(model_config.schedule).to(device))
+    state = load_state(run_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        run.start = int(state["step"])
+    run.log_rows = read_log(run_dir / LOG_NAME, before_step=run.start)
+    return run

@@ -1,0 +1,216 @@
+"""DiffMask: control sphere, sampling (determinism, batching, boundary), post-processing, training
+with exact resume, and loading. Tiny models and synthetic sphere masks keep it fast on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from lefusion.checkpoints.format import save_checkpoint
+from lefusion.config import DenoiserConfig, ModelConfig, ScheduleConfig
+from lefusion.errors import LeFusionError
+from lefusion.masks.diffmask import (
+    control_sphere,
+    diffmask_model_config,
+    load_diffmask,
+    mask_sphere,
+    postprocess,
+    sample_masks,
+    sample_x0,
+)
+from lefusion.masks.diffmask_train import DiffMaskTrainConfig, augment, prepare_masks, train_diffmask
+from lefusion.model import LeFusionModel
+from lefusion.models import Denoiser
+from lefusion.training.state import load_state
+
+BOX = (8, 16, 16)
+TINY = DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
+
+
+def _equivalent_diameter(mask: np.ndarray) -> float:
+    return float((6.0 * mask.sum() / np.pi) ** (1 / 3))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny ops on a busy 2-core machine: a second intra-op thread waits for a core far longer
+    than the op takes (measured 30x slower), so this module runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> LeFusionModel:
+    torch.manual_seed(1)
+    config = diffmask_model_config(TINY, timesteps=8, box=BOX)
+    model = LeFusionModel(config=config, denoiser=Denoiser(config.denoiser), extra={"diffmask": {"box": list(BOX)}})
+    return model.eval()
+
+
+def _synthetic_masks(n: int = 6, shape=(12, 20, 20)) -> np.ndarray:
+    """Spheres of 3-6 mm around the centre of a larger stored box, like the LIDC npz layout."""
+    rng = np.random.default_rng(0)
+    centre = np.array([(s - 1) / 2 for s in shape])
+    return np.stack([
+        control_sphere(shape, centre + rng.uniform(-1, 1, 3), rng.uniform(3, 6)) for _ in range(n)
+    ]).astype(np.uint8)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "shape,centre,diameter,spacing",
+    [
+        ((32, 32, 32), (15.5, 15.5, 15.5), 3.0, (1, 1, 1)),
+        ((32, 32, 32), (15.0, 15.0, 15.0), 4.0, (1, 1, 1)),
+        ((32, 32, 32), (12.3, 17.8, 16.1), 9.5, (1, 1, 1)),
+        ((24, 40, 40), (10.0, 20.2, 19.7), 20.0, (1, 1, 1)),
+        ((16, 40, 40), (8.0, 20.0, 20.0), 12.0, (2.0, 0.8, 0.8)),
+    ],
+)
+def test_control_sphere_size_and_centre(shape, centre, diameter, spacing):
+    sphere = control_sphere(shape, centre, diameter, spacing)
+    assert sphere.shape == shape and sphere.dtype == bool
+    volume = sphere.sum() * np.prod(spacing)
+    # Exact volume up to one voxel.
+    assert abs(volume - np.pi / 6 * diameter**3) <= 0.5 * np.prod(spacing) + 1e-9
+    assert np.allclose(ndimage.center_of_mass(sphere), centre, atol=0.15)
+    # Compact: no voxel further from the centre than the radius plus a voxel diagonal.
+    mm = (np.argwhere(sphere) - np.asarray(centre)) * np.asarray(spacing)
+    assert np.linalg.norm(mm, axis=1).max() <= diameter / 2 + np.linalg.norm(spacing)
+
+
+def test_control_sphere_clipped_by_array_and_bad_input():
+    inside = control_sphere((16, 16, 16), (7.5, 7.5, 7.5), 6.0)
+    edge = control_sphere((16, 16, 16), (0.0, 7.5, 7.5), 6.0)
+    assert 0 < edge.sum() < inside.sum()  # cut by the array, not re-grown inward
+    assert not control_sphere((8, 8, 8), (4, 4, 4), 0.0).any()
+    with pytest.raises(LeFusionError):
+        control_sphere((8, 8, 8), (4, 4, 4), -1.0)
+    with pytest.raises(LeFusionError):
+        control_sphere((8, 8), (4, 4), 3.0)
+
+
+def test_mask_sphere_matches_volume_and_centroid():
+    mask = np.zeros((12, 20, 20), bool)
+    mask[3:8, 5:14, 6:10] = True  # a box-shaped "lesion"
+    sphere = mask_sphere(mask)
+    assert sphere.sum() == mask.sum()
+    assert np.allclose(ndimage.center_of_mass(sphere), ndimage.center_of_mass(mask), atol=0.15)
+
+
+def test_sampling_shape_determinism_and_batch_independence(tiny_model):
+    kwargs = dict(n=3, diameter_mm=[4.0, 5.0, 6.0], seed=7, smoothing_sigma=0.0)
+    a = sample_masks(tiny_model, batch_size=3, **kwargs)
+    b = sample_masks(tiny_model, batch_size=3, **kwargs)
+    c = sample_masks(tiny_model, batch_size=2, **kwargs)
+    assert len(a) == 3 and all(m.shape == BOX and m.dtype == bool for m in a)
+    for x, y, z in zip(a, b, c):
+        assert np.array_equal(x, y) and np.array_equal(x, z)
+    spheres = np.stack([control_sphere(BOX, (3.5, 7.5, 7.5), d) for d in (4.0, 5.0)])
+    raw_1 = sample_x0(tiny_model, spheres, seed=7, batch_size=1)
+    raw_2 = sample_x0(tiny_model, spheres, seed=7, batch_size=2)
+    torch.testing.assert_close(raw_1, raw_2, atol=1e-4, rtol=0)  # batched BLAS may round differently
+    assert raw_1.shape == (2, *BOX) and raw_1.abs().max() <= 1.0
+    other = sample_x0(tiny_model, spheres, seed=8, batch_size=2)
+    assert not torch.allclose(raw_1, other)  # the seed matters
+
+
+@pytest.mark.parametrize("mode", ["noised", "hard"])
+def test_boundary_respected_by_untrained_model(tiny_model, mode):
+    boundary = np.zeros(BOX, bool)
+    boundary[:, :, :9] = True  # half-space that cuts the requested spheres
+    raw_masks = sample_masks(tiny_model, 4, 8.0, boundary=None, seed=0, smoothing_sigma=0.0, threshold=-1.0)
+    assert any((m & ~boundary).any() for m in raw_masks)  # without the boundary they leave it
+    masks = sample_masks(tiny_model, 4, 8.0, boundary=boundary, seed=0, boundary_mode=mode, threshold=-1.0)
+    assert all(m.any() and not (m & ~boundary).any() for m in masks)
+    x0 = sample_x0(tiny_model, np.stack([control_sphere(BOX, (3.5, 7.5, 7.5), 8.0)] * 2), boundary, boundary_mode=mode)
+    assert torch.all(x0[:, ~torch.from_numpy(boundary)] == -1.0)  # at every step, so exactly at the end
+
+
+def test_sampling_rejects_bad_arguments(tiny_model):
+    with pytest.raises(LeFusionError):
+        sample_masks(tiny_model, 2, [4.0, 5.0, 6.0])
+    with pytest.raises(LeFusionError):
+        sample_masks(tiny_model, 1, 4.0, boundary=np.ones((4, 4, 4), bool))
+
+
+def test_postprocess_keeps_sphere_component_and_boundary():
+    x0 = -np.ones((12, 24, 24))
+    x0[4:8, 4:10, 4:10] = 1.0  # the lesion, under the sphere
+    x0[2:10, 14:22, 14:22] = 1.0  # a larger stray component
+    x0[10, 2, 20] = 1.0  # a single-voxel speck
+    sphere = control_sphere(x0.shape, (5.5, 6.5, 6.5), 4.0)
+    out = postprocess(x0, smoothing_sigma=0.5, sphere=sphere)
+    assert out[5, 6, 6] and not out[5:8, 15:21, 15:21].any() and not out[10, 2, 20]
+    assert postprocess(x0, smoothing_sigma=0.5)[5, 17, 17]  # no sphere: the largest component
+    boundary = np.ones(x0.shape, bool)
+    boundary[:, :, 7:] = False
+    clipped = postprocess(x0, smoothing_sigma=0.5, boundary=boundary, sphere=sphere)
+    assert clipped.any() and not (clipped & ~boundary).any()
+    assert not postprocess(-np.ones((4, 8, 8))).any()
+
+
+def test_prepare_masks_counts_and_augment():
+    masks = np.zeros((3, 12, 20, 20), np.uint8)
+    masks[0, 5:7, 9:11, 9:11] = 1  # centred, fits any crop
+    masks[1, 5:7, 1:19, 9:11] = 1  # long in y: cut by a 16-wide crop
+    masks[2, 0:3, 9:11, 9:11] = 1  # touches the stored box already
+    crop, counts = prepare_masks(masks, (8, 16, 16), "drop")
+    assert crop.shape == (1, 8, 16, 16) and crop[0].sum() == 8
+    assert counts == {"total": 3, "empty": 0, "clipped_by_box": 2, "touching_border": 2, "used": 1}
+    assert prepare_masks(masks, (8, 16, 16), "keep")[1]["used"] == 3
+    with pytest.raises(LeFusionError):
+        prepare_masks(masks, (16, 16, 16))
+    m = np.zeros((4, 6, 6), bool)
+    m[1, 0, 1] = True
+    out = augment(m, torch.tensor([True, False, True]), 1)
+    assert out.sum() == 1 and out[2, 1, 0]  # z flip 1 -> 2, x flip 1 -> 4, rot90 (y, x) = (0, 4) -> (1, 0)
+
+
+def _train(run_dir, steps, **overrides):
+    cfg = DiffMaskTrainConfig(steps=steps, batch_size=2, lr=1e-3, seed=3, box=BOX, save_every=2, device="cpu", **overrides)
+    return train_diffmask(_synthetic_masks(), run_dir, cfg, TINY, timesteps=8, progress=False)
+
+
+def test_train_resume_is_exact_and_checkpoint_loads(tmp_path):
+    full = _train(tmp_path / "full", 4)
+    _train(tmp_path / "part", 2)  # "killed" after its save at step 2
+    resumed = _train(tmp_path / "part", 4)
+    a, b = load_diffmask(full), load_diffmask(resumed)
+    for (name, p), q in zip(a.denoiser.state_dict().items(), b.denoiser.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert load_state(tmp_path / "part")["step"] == 4
+    log = (tmp_path / "part" / "log.csv").read_text().splitlines()
+    assert log[0] == "step,loss,seconds" and [int(r.split(",")[0]) for r in log[1:]] == [0, 1, 2, 3]
+    cfg = a.config
+    assert (cfg.denoiser.channels, cfg.denoiser.extra_in_channels, cfg.denoiser.cond_dim) == (1, 1, None)
+    assert cfg.loss == "global" and cfg.lesion_labels == (1,)
+    assert a.extra["diffmask"]["box"] == list(BOX) and a.extra["diffmask"]["data"]["used"] == 6
+    masks = sample_masks(a, 2, 5.0, seed=0)  # the exported model samples in its box
+    assert all(m.shape == BOX for m in masks)
+
+
+def test_train_loss_type_matters(tmp_path):
+    a = load_diffmask(_train(tmp_path / "a", 2))
+    b = load_diffmask(_train(tmp_path / "b", 2, loss_type="l1"))
+    assert any(not torch.equal(p, q) for p, q in zip(a.denoiser.parameters(), b.denoiser.parameters()))
+
+
+def test_load_diffmask_refuses_non_mask_model(tmp_path):
+    config = ModelConfig(denoiser=dataclasses.replace(TINY, cond_dim=16), schedule=ScheduleConfig(timesteps=8))
+    path = save_checkpoint(tmp_path / "lesion", config, Denoiser(config.denoiser).state_dict())
+    with pytest.raises(LeFusionError, match="not a DiffMask"):
+        load_diffmask(path)
+
+
+def test_model_config_forces_layout_and_checks_box():
+    cfg = diffmask_model_config(DenoiserConfig(dim=8, dim_mults=(1, 2, 4)), 10, (8, 16, 16))
+    assert (cfg.denoiser.channels, cfg.denoiser.extra_in_channels, cfg.denoiser.cond_dim) == (1, 1, None)
+    assert cfg.schedule.timesteps == 10 and cfg.preprocess.roi_shape == (8, 16, 16)
+    with pytest.raises(LeFusionError):
+        diffmask_model_config(DenoiserConfig(dim=8, dim_mults=(1, 2, 4)), 10, (8, 18, 16))
