@@ -115,7 +115,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lefusion", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lefusion", description="Controllable lesion synthesis in 3D medical scans with lesion-focused diffusion (LeFusion)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="turn a published LeFusion .pt checkpoint into a lefusion folder")
