@@ -28,7 +28,7 @@ from ..config import DenoiserConfig
 from ..diffusion.losses import global_loss
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
-from ..training.session import open_run, resolve_device, step_generator, update_ema
+from ..training.session import open_run, resolve_device, step_generator
 from .diffmask import CONDITIONING, SPACING_MM, diffmask_model_config, mask_sphere
 
 CHECKPOINT_DIR = "checkpoint"
@@ -159,8 +159,7 @@ def train_diffmask(
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
-    model, ema, optimizer, schedule, start, log_rows = run.model, run.ema, run.optimizer, run.schedule, run.start, run.log_rows
-    save = run.save
+    model, ema, schedule, start = run.model, run.ema, run.schedule, run.start
 
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffmask", disable=not progress, unit="step")
@@ -174,19 +173,11 @@ def train_diffmask(
         pred = model(torch.cat((q_sample(schedule, x0, t, noise), sphere), dim=1), t, None)
         loss = global_loss(pred, noise, cfg.loss_type)
         loss.backward()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % cfg.ema_every == 0:
-            if step < cfg.ema_start:
-                ema.load_state_dict(model.state_dict())
-            else:
-                update_ema(ema, model, cfg.ema_decay)
-        log_rows.append((step, float(loss.item()), time.perf_counter() - t0))
+        run.finish_step(
+            step, float(loss.item()), steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
+            ema_every=cfg.ema_every, ema_start=cfg.ema_start, ema_decay=cfg.ema_decay, seconds=time.perf_counter() - t0,
+        )
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save(step + 1)
     extra = {
         "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING, "data": counts},
         "train": {**dataclasses.asdict(cfg), "timesteps": int(timesteps)},

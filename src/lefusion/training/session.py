@@ -62,6 +62,25 @@ class TrainingRun:
     start: int = 0
     log_rows: list[tuple[int, float, float]] = field(default_factory=list)
 
+    def finish_step(
+        self, step: int, loss: float, *, steps: int, save_every: int, max_grad_norm: float | None,
+        ema_every: int, ema_start: int, ema_decay: float, seconds: float,
+    ) -> None:
+        """After the backward pass(es) of `step`: clip, optimiser step, EMA (a plain copy before
+        `ema_start`, as in the release), log, and save every `save_every` steps and at the end."""
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if step % ema_every == 0:
+            if step < ema_start:
+                self.ema.load_state_dict(self.model.state_dict())
+            else:
+                update_ema(self.ema, self.model, ema_decay)
+        self.log_rows.append((step, loss, seconds))
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            self.save(step + 1)
+
     def save(self, step: int) -> None:
         """Atomically save the resumable state after `step` steps, and the log."""
         state = {"step": step, "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}

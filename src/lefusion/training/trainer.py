@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..data.dataset import LesionRoiDataset, random_flip
 from ..diffusion.losses import diffusion_loss
 from ..errors import LeFusionError
-from .session import open_run, resolve_device, step_generator, update_ema
+from .session import open_run, resolve_device, step_generator
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -78,8 +78,7 @@ def train(
         )
     device = resolve_device(cfg.device)
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
-    model, ema, optimizer, schedule, start, log_rows = run.model, run.ema, run.optimizer, run.schedule, run.start, run.log_rows
-    save = run.save
+    model, ema, schedule, start = run.model, run.ema, run.schedule, run.start
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not progress, unit="step")
     t0 = time.perf_counter()
@@ -95,19 +94,11 @@ def train(
                 loss = diffusion_loss(model, schedule, batch["x"], t, noise, batch["hist"], masks, cfg.loss_type)
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % cfg.ema_every == 0:
-            if step < cfg.ema_start:
-                ema.load_state_dict(model.state_dict())
-            else:
-                update_ema(ema, model, cfg.ema_decay)
-        log_rows.append((step, total, time.perf_counter() - t0))
+        run.finish_step(
+            step, total, steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
+            ema_every=cfg.ema_every, ema_start=cfg.ema_start, ema_decay=cfg.ema_decay, seconds=time.perf_counter() - t0,
+        )
         bar.set_postfix(loss=f"{total:.4f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save(step + 1)
     final = dataclasses.replace(model_config, loss=cfg.loss)
     return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps})
 
