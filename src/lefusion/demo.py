@@ -47,7 +47,9 @@ def run_demo(out: Path, seed: int = 0, n_cases: int = 4, jump_length: int = 1, j
     print(f"generating {n_cases} normal ROIs x {len(presets)} presets with the bundled model ({model.weights_sha256[:12]})")
     config = GenerateConfig(presets=presets, seed=seed, jump_length=jump_length, jump_n_sample=jump_n_sample, batch_size=n_cases * len(presets))
     manifest_path = generate_dataset(model, data, out / "generated", config)
-    montage = write_montage(out / "generated", json.loads(manifest_path.read_text()), out / "montage.png", presets)
+    montage = write_montage(
+        out / "generated", json.loads(manifest_path.read_text()), out / "montage.png", presets, model.config.preprocess.window
+    )
     print(
         f"done in {time.perf_counter() - start:.0f} s\n"
         f"  generated images + labels: {out / 'generated'} (manifest.json lists every output)\n"
@@ -56,12 +58,14 @@ def run_demo(out: Path, seed: int = 0, n_cases: int = 4, jump_length: int = 1, j
     return montage
 
 
-def write_montage(gen_dir: Path, manifest: dict, path: Path, presets: tuple[str, ...]) -> Path:
-    """Rows: normal ROI, mask overlay, one row per preset; columns: cases; each at its largest lesion slice."""
+def write_montage(
+    gen_dir: Path, manifest: dict, path: Path, presets: tuple[str, ...], window: tuple[float, float]
+) -> Path:
+    """Rows: normal ROI, mask overlay, one row per preset; columns: cases; each at its largest lesion
+    slice, shown in the model's CT `window` (HU)."""
     by_case: dict[str, dict[str, dict]] = {}
     for entry in manifest["outputs"].values():
         by_case.setdefault(entry["source_image"], {})[str(entry["condition"])] = entry
-    window = (-1000.0, 400.0)
 
     def hu(a: np.ndarray) -> np.ndarray:
         return (np.clip(a, *window) - window[0]) / (window[1] - window[0]) * 2 - 1

@@ -227,3 +227,12 @@ def validate_pair(
         raise LeFusionError(f"{label_path}: unknown label values {unknown}; allowed labels are {sorted(allowed)}")
     if require_lesion and not np.isin(values.astype(np.int64), np.asarray(lesion_labels, dtype=np.int64)).any():
         raise LeFusionError(f"{label_path}: empty lesion mask, no voxel has a lesion label {tuple(lesion_labels)}")
+
+
+def to_source_dtype(restored: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Cast a `restore_roi` result back to the original array's dtype (integers rounded and clipped),
+    so generated files keep the source's voxel type and untouched voxels keep their exact values."""
+    if np.issubdtype(original.dtype, np.integer):
+        info = np.iinfo(original.dtype)
+        return np.clip(np.rint(restored), info.min, info.max).astype(original.dtype)
+    return restored.astype(original.dtype)

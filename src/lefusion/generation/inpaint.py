@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..control.conditions import choose_condition
-from ..data.roi import prepare_roi, restore_roi, validate_pair
+from ..data.roi import prepare_roi, restore_roi, to_source_dtype, validate_pair
 from ..diffusion.repaint import inpaint_lesions
 from ..errors import LeFusionError
 from ..io import Volume
@@ -42,8 +42,4 @@ def inpaint_volume(
         model.denoiser, model.schedule, roi.image[None].to(device), roi.label[None].to(device), cfg.lesion_labels,
         cond, torch.Generator(device=device).manual_seed(seed), jump_length, jump_n_sample,
     )
-    restored = restore_roi(roi, result[0].cpu(), image)
-    if np.issubdtype(image.array.dtype, np.integer):
-        info = np.iinfo(image.array.dtype)
-        return np.clip(np.rint(restored), info.min, info.max).astype(image.array.dtype)
-    return restored.astype(image.array.dtype)
+    return to_source_dtype(restore_roi(roi, result[0].cpu(), image), image.array)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..control.conditions import Condition, choose_condition
 from ..data.layouts import Case, find_cases
-from ..data.roi import Roi, prepare_roi, restore_roi, validate_pair
+from ..data.roi import Roi, prepare_roi, restore_roi, to_source_dtype, validate_pair
 from ..diffusion.repaint import inpaint_lesions
 from ..diffusion.time_travel import jump_schedule
 from ..errors import LeFusionError
@@ -112,13 +112,6 @@ def _read_manifest(path: Path, settings: dict) -> dict:
     return manifest
 
 
-def _to_source_dtype(restored: np.ndarray, original: np.ndarray) -> np.ndarray:
-    if np.issubdtype(original.dtype, np.integer):
-        info = np.iinfo(original.dtype)
-        return np.clip(np.rint(restored), info.min, info.max).astype(original.dtype)
-    return restored.astype(original.dtype)
-
-
 def generate_dataset(model: LeFusionModel, data_root: str | Path, out_dir: str | Path, config: GenerateConfig, progress: bool = True) -> Path:
     """Generate into `out_dir` (images/, labels/, previews/, manifest.json). Returns the manifest path."""
     root, out = Path(data_root), Path(out_dir)
@@ -179,7 +172,7 @@ def _model_record(model: LeFusionModel) -> dict:
 def _write_output(out: Path, job: Job, loaded: tuple[Volume, Volume, Roi], generated: torch.Tensor, condition: Condition, model: LeFusionModel, config: GenerateConfig, seconds: float) -> dict:
     image, label, roi = loaded
     lesion_labels = model.config.lesion_labels
-    restored = _to_source_dtype(restore_roi(roi, generated, image), image.array)
+    restored = to_source_dtype(restore_roi(roi, generated, image), image.array)
     background = ~np.isin(label.array, lesion_labels)
     if not np.array_equal(restored[background], image.array[background]):
         raise RuntimeError(f"internal error: background of {job.case.image} changed during generation")
