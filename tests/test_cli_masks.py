@@ -34,3 +34,20 @@ def test_handcrafted_then_evaluate(tmp_path, capsys):
 def test_evaluate_names_a_bad_path(tmp_path, capsys):
     assert main(["masks", "evaluate", "--reference", str(tmp_path / "nope.npz"), str(tmp_path)]) == 2
     assert "nope.npz" in capsys.readouterr().err
+
+
+def test_masks_train_from_an_npz(tmp_path, capsys):
+    import numpy as np
+
+    from lefusion.masks.diffmask import control_sphere, load_diffmask
+
+    masks = np.stack([control_sphere((12, 20, 20), (5.5, 9.5, 9.5), d) for d in (3.0, 4.0, 5.0)]).astype(np.uint8)
+    np.savez_compressed(tmp_path / "m.npz", masks=masks)
+    argv = ["masks", "train", "--masks", str(tmp_path / "m.npz"), "--out", str(tmp_path / "run"), "--steps", "2",
+            "--batch-size", "2", "--box", "8", "16", "16", "--dim", "8", "--dim-mults", "1", "2", "--heads", "2",
+            "--dim-head", "8", "--timesteps", "8", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    model = load_diffmask(tmp_path / "run" / "checkpoint")
+    assert model.extra["diffmask"]["prediction"] == "x0" and model.extra["train"]["steps"] == 2
+    assert main(["masks", "train", "--masks", str(tmp_path / "none.npz"), "--out", str(tmp_path / "r2")]) == 2
+    assert "none.npz" in capsys.readouterr().err

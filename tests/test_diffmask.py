@@ -214,3 +214,38 @@ def test_model_config_forces_layout_and_checks_box():
     assert cfg.schedule.timesteps == 10 and cfg.preprocess.roi_shape == (8, 16, 16)
     with pytest.raises(LeFusionError):
         diffmask_model_config(DenoiserConfig(dim=8, dim_mults=(1, 2, 4)), 10, (8, 18, 16))
+
+
+class _ConstantBackground(torch.nn.Module):
+    """A 'network' that always outputs -1 (background) for the mask channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the model a device
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: None) -> torch.Tensor:
+        return torch.full_like(x[:, :1], -1.0)
+
+
+@pytest.mark.parametrize("prediction,expect_empty", [("x0", True), ("eps", False)])
+def test_prediction_flag_decides_how_the_output_is_read(prediction, expect_empty):
+    """The same output (-1 everywhere) is 'the mask is background' for an x0 model (empty mask)
+    and 'the noise is -1' for an eps model (x0 = (x_t + sqrt(1 - abar)) / sqrt(abar), mostly > 0)."""
+    config = diffmask_model_config(TINY, timesteps=8, box=BOX)
+    model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"box": list(BOX), "prediction": prediction}})
+    masks = sample_masks(model, 2, 5.0, seed=0)
+    assert all((m.sum() == 0) == expect_empty for m in masks)
+
+
+def test_unknown_prediction_is_refused():
+    config = diffmask_model_config(TINY, timesteps=8, box=BOX)
+    model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"prediction": "v"}})
+    with pytest.raises(LeFusionError, match="prediction"):
+        sample_masks(model, 1, 5.0)
+
+
+def test_prediction_is_recorded_and_changes_training(tmp_path):
+    x0 = load_diffmask(_train(tmp_path / "x0", 2))
+    eps = load_diffmask(_train(tmp_path / "eps", 2, prediction="eps"))
+    assert x0.extra["diffmask"]["prediction"] == "x0" and eps.extra["diffmask"]["prediction"] == "eps"
+    assert any(not torch.equal(p, q) for p, q in zip(x0.denoiser.parameters(), eps.denoiser.parameters()))

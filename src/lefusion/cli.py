@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .cli_common import add_architecture_args, denoiser_from_args
 from .errors import LeFusionError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -66,7 +67,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config import DenoiserConfig, PreprocessConfig, ScheduleConfig
+    from .config import PreprocessConfig, ScheduleConfig
     from .training import TrainConfig
     from .training.run import conventions_for, train_on_folder
 
@@ -76,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
         save_every=args.save_every, seed=args.seed, loss=args.loss, loss_type=args.loss_type, amp=args.amp, device=args.device,
     )
     # channels and condition size follow the data's lesion classes (set by train_on_folder)
-    denoiser = DenoiserConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), attn_heads=args.heads, attn_dim_head=args.dim_head)
+    denoiser = denoiser_from_args(args)
     preprocess = None
     if args.roi_shape:
         base = conventions_for(Path(args.data)).preprocess
@@ -159,11 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l1")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dim", type=int, default=64, help="base width (release: 64 LIDC, 72 EMIDEC)")
-    p.add_argument("--dim-mults", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--dim-head", type=int, default=32)
-    p.add_argument("--timesteps", type=int, default=300)
+    add_architecture_args(p, dim=64, dim_mults=[1, 2, 4, 8], heads=8, dim_head=32, timesteps=300)  # release: LIDC
     p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
     p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
     p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")

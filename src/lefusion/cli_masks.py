@@ -50,6 +50,43 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_masks(path: Path):
+    """Masks (N, D, H, W) for DiffMask training from an npz, a `masks lidc` folder (its train split)
+    or a folder of equally-shaped 1 mm mask volumes."""
+    import numpy as np
+
+    from .errors import LeFusionError
+    from .masks.mask_sets import load_mask_set
+
+    if path.is_dir() and (path / "lidc_masks_train.npz").is_file():
+        path = path / "lidc_masks_train.npz"
+    masks, spacing = load_mask_set(path)
+    if not np.allclose(spacing, 1.0, atol=1e-3):
+        raise LeFusionError(f"{path}: DiffMask trains on 1 mm isotropic masks, these have spacing {spacing} mm")
+    shapes = {m.shape for m in masks}
+    if len(shapes) != 1:
+        raise LeFusionError(f"{path}: masks must all have one shape (a box centred on the lesion), found {sorted(shapes)}")
+    return np.stack(masks)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .cli_common import denoiser_from_args
+    from .masks.diffmask_train import DiffMaskTrainConfig, train_diffmask
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DiffMaskTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, box=tuple(args.box), clipped=args.clipped,
+        loss_type=args.loss_type, prediction=args.prediction, ema_decay=args.ema_decay, ema_every=args.ema_every,
+        save_every=args.save_every, device=args.device,
+    )
+    checkpoint = train_diffmask(_training_masks(Path(args.masks)), args.out, config, denoiser_from_args(args), args.timesteps)
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
 def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     masks = sub.add_parser("masks", help="lesion masks: real LIDC nodules, hand-crafted baseline, shape evaluation")
     msub = masks.add_subparsers(dest="masks_command", required=True)
@@ -64,6 +101,27 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-diameter", type=float, default=3.0, help="mm, volume-equivalent diameter")
     p.add_argument("--workers", type=int)
     p.set_defaults(handler=_lidc)
+
+    from .cli_common import add_architecture_args
+
+    p = msub.add_parser("train", help="train DiffMask (a diffusion model over masks with a size/location control sphere)")
+    p.add_argument("--masks", required=True, help="`masks lidc` output folder (uses its train split), an npz with 'masks', or a folder of 1 mm masks")
+    p.add_argument("--out", required=True, help="run folder (resumes if it holds a saved state)")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--box", type=int, nargs=3, default=[32, 32, 32], metavar=("D", "H", "W"), help="centre crop of the masks, 1 mm voxels")
+    p.add_argument("--clipped", choices=["drop", "keep"], default="drop", help="masks touching the box border: leave out (default) or keep")
+    p.add_argument("--loss-type", choices=["l1", "l2"], default="l2")
+    p.add_argument("--prediction", choices=["x0", "eps"], default="x0", help="network target: the clean mask (default) or the noise")
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--ema-every", type=int, default=1)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_architecture_args(p, dim=32, dim_mults=[1, 2, 4], heads=4, dim_head=32, timesteps=100)
+    p.set_defaults(handler=_train)
 
     p = msub.add_parser("handcrafted", help="hand-crafted baseline masks (overlapping warped ellipsoids, Hu et al. 2023)")
     p.add_argument("--n", type=int, required=True)

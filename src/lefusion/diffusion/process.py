@@ -37,18 +37,24 @@ def q_posterior(
     return mean, schedule.coef("posterior_log_variance_clipped", t, x_t.ndim)
 
 
+def p_sample_from_x0(
+    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """One ancestral step x_t -> x_{t-1} given an estimate of x0 (Ho et al. 2020, eq. 6-7).
+
+    x0 is clipped to the data range [-1, 1] and plugged into the posterior; no noise is added at
+    t = 0.
+    """
+    mean, log_var = q_posterior(schedule, x0.clamp(-1.0, 1.0), x_t, t)
+    not_last = (t != 0).to(x_t.dtype).reshape(-1, *((1,) * (x_t.ndim - 1)))
+    return mean + not_last * (0.5 * log_var).exp() * noise
+
+
 def p_sample_from_eps(
     schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
-    """One ancestral step x_t -> x_{t-1} given the network's noise prediction.
-
-    x0 is predicted, clipped to the data range [-1, 1], and plugged into the posterior; no noise
-    is added at t = 0.
-    """
-    x0 = predict_x0(schedule, x_t, t, eps).clamp(-1.0, 1.0)
-    mean, log_var = q_posterior(schedule, x0, x_t, t)
-    not_last = (t != 0).to(x_t.dtype).reshape(-1, *((1,) * (x_t.ndim - 1)))
-    return mean + not_last * (0.5 * log_var).exp() * noise
+    """One ancestral step x_t -> x_{t-1} given the network's noise prediction (x0 from eq. 4)."""
+    return p_sample_from_x0(schedule, x_t, t, predict_x0(schedule, x_t, t, eps), noise)
 
 
 def renoise(schedule: NoiseSchedule, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

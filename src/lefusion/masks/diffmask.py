@@ -14,6 +14,15 @@ equivalent diameter and centroid. :func:`control_sphere` rasterises such a spher
 requested volume (the k voxels nearest the centre, k = round(V / voxel volume)), so training
 spheres have exactly their mask's voxel count.
 
+Parameterisation. The network predicts either the noise eps (DDPM's choice, and the public
+release's) or the clean mask x0 directly (``extra['diffmask']['prediction']``; our training
+default is "x0"). Why x0 for masks: at high noise the eps form recovers x0 as
+(x_t - sqrt(1 - abar) eps) / sqrt(abar), which multiplies every error in eps by
+sqrt((1 - abar) / abar), about 100 at the first step of a cosine schedule. A mask is almost all
+background, and an eps model trained for a few hundred steps turned those amplified errors into
+lesions that filled the whole box when no boundary held them in. Predicting x0 bounds the error
+by the data range.
+
 Sampling (:func:`sample_masks`) is plain ancestral DDPM over all T steps (Ho et al. 2020, Alg. 2)
 with the sphere channel concatenated at every step. An optional boundary mask (e.g. the lung)
 is enforced at every reverse step and once more after post-processing, so every sample lies 100 %
@@ -32,12 +41,14 @@ import torch
 from scipy import ndimage
 
 from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
-from ..diffusion.process import p_sample_from_eps
+from ..diffusion.process import p_sample_from_eps, p_sample_from_x0
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
 from ..model import LeFusionModel
 
 BoundaryMode = Literal["noised", "hard"]
+Prediction = Literal["eps", "x0"]
+PREDICTIONS = ("eps", "x0")
 SPACING_MM = (1.0, 1.0, 1.0)
 DEFAULT_SMOOTHING_SIGMA = 0.5  # voxels; see postprocess
 CONDITIONING = "equivalent-diameter sphere at centroid"
@@ -179,6 +190,14 @@ def load_diffmask(path: str | Path, weights: Literal["ema", "model"] = "ema", de
     return model
 
 
+def model_prediction(model: LeFusionModel) -> Prediction:
+    """What the network outputs: "eps" (noise; the default, and the published diffmask.pt) or "x0"."""
+    prediction = model.extra.get("diffmask", {}).get("prediction", "eps")
+    if prediction not in PREDICTIONS:
+        raise LeFusionError(f"unknown DiffMask prediction {prediction!r} in the checkpoint (expected one of {PREDICTIONS})")
+    return prediction
+
+
 def model_box(model: LeFusionModel) -> tuple[int, int, int]:
     """(D, H, W) box the model was trained on (extra['diffmask']['box'], else the ROI shape)."""
     box = model.extra.get("diffmask", {}).get("box") or model.config.preprocess.roi_shape
@@ -218,8 +237,8 @@ def sample_x0(
 
     Sample i draws x_T and every step's noise from its own torch.Generator seeded `seed + i`, so
     it does not depend on `batch_size` or on the other samples (up to the float rounding of
-    batched kernels, ~1e-5). Each step: eps from the network on
-    concat(x_t, sphere*2-1), one ancestral step x_t -> x_{t-1} (Ho et al. 2020, Alg. 2 with x0
+    batched kernels, ~1e-5). Each step: eps or x0 (see :func:`model_prediction`) from the network
+    on concat(x_t, sphere*2-1), one ancestral step x_t -> x_{t-1} (Ho et al. 2020, Alg. 2 with x0
     clipped to [-1, 1]), then, with a boundary, voxels outside it are replaced by background.
     progress(done, total) is called after every network evaluation (total = n_batches * T).
     """
@@ -228,6 +247,7 @@ def sample_x0(
     spheres = np.asarray(spheres, dtype=bool)
     n, shape = spheres.shape[0], tuple(spheres.shape[1:])
     device, schedule, net = model.device, model.schedule, model.denoiser
+    step_from = p_sample_from_x0 if model_prediction(model) == "x0" else p_sample_from_eps
     inside = None
     if boundary is not None:
         if np.shape(boundary) != shape:
@@ -246,9 +266,9 @@ def sample_x0(
             x = torch.where(inside, x, _background(schedule, "alphas_cumprod", t_first, x, boundary_mode))
         for step in reversed(range(steps)):
             t = torch.full((len(idx),), step, device=device, dtype=torch.long)
-            eps = net(torch.cat((x, cond), dim=1), t, None)
+            out_t = net(torch.cat((x, cond), dim=1), t, None)
             noise = draw()
-            x = p_sample_from_eps(schedule, x, t, eps, noise)
+            x = step_from(schedule, x, t, out_t, noise)
             if inside is not None:  # x is now x_{t-1}: background at level abar_{t-1}
                 x = torch.where(inside, x, _background(schedule, "alphas_cumprod_prev", t, noise, boundary_mode))
             done += 1

@@ -3,8 +3,9 @@
 
 Each step draws a batch of masks, augments each with random flips along z, y, x and a random
 in-plane rotation by a multiple of 90 degrees, builds its control sphere (equivalent diameter,
-centroid), noises the mask to a random step t (Ho et al. 2020, eq. 4) and regresses the noise over
-the whole box (the global loss; there is no background to ignore in a mask model).
+centroid), noises the mask to a random step t (Ho et al. 2020, eq. 4) and regresses the clean mask
+x0 (default) or the noise over the whole box (the global loss; there is no background to ignore in
+a mask model). See :mod:`lefusion.masks.diffmask` for why masks are better served by x0.
 
 Like :mod:`lefusion.training.trainer`, every random draw of step s comes from a generator seeded
 by (seed, s), so a run killed and resumed from its last saved state reproduces the uninterrupted
@@ -29,7 +30,7 @@ from ..diffusion.losses import global_loss
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
 from ..training.session import open_run, resolve_device, step_generator
-from .diffmask import CONDITIONING, SPACING_MM, diffmask_model_config, mask_sphere
+from .diffmask import CONDITIONING, PREDICTIONS, SPACING_MM, Prediction, diffmask_model_config, mask_sphere
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -43,7 +44,9 @@ class DiffMaskTrainConfig:
     by the crop or already by the stored box): "drop" (default) keeps the sphere <-> size mapping
     exact, "keep" trains on the cut masks. loss_type: "l2" (default) is DDPM's L_simple
     (Ho et al. 2020, eq. 14), whose minimiser is the posterior mean E[eps | x_t] that the ancestral
-    step (eq. 11) assumes; "l1" (the public release) estimates the median instead.
+    step (eq. 11) assumes; "l1" (the public release) estimates the median instead. prediction:
+    the network's target, "x0" (default, the clean mask) or "eps" (the noise, as DDPM and the
+    public release).
     """
 
     steps: int = 10000
@@ -53,6 +56,7 @@ class DiffMaskTrainConfig:
     box: tuple[int, int, int] = (32, 32, 32)
     clipped: Literal["drop", "keep"] = "drop"
     loss_type: Literal["l1", "l2"] = "l2"
+    prediction: Prediction = "x0"
     ema_decay: float = 0.995
     ema_every: int = 1
     ema_start: int = 0
@@ -64,6 +68,8 @@ class DiffMaskTrainConfig:
         object.__setattr__(self, "box", tuple(int(v) for v in self.box))
         if self.clipped not in ("drop", "keep"):
             raise ValueError(f"clipped must be 'drop' or 'keep', got {self.clipped!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
 
 def _touches_border(masks: np.ndarray) -> np.ndarray:
@@ -171,7 +177,7 @@ def train_diffmask(
         noise = torch.randn(x0.shape, generator=gen)
         x0, sphere, t, noise = x0.to(device), sphere.to(device), t.to(device), noise.to(device)
         pred = model(torch.cat((q_sample(schedule, x0, t, noise), sphere), dim=1), t, None)
-        loss = global_loss(pred, noise, cfg.loss_type)
+        loss = global_loss(pred, x0 if cfg.prediction == "x0" else noise, cfg.loss_type)
         loss.backward()
         run.finish_step(
             step, float(loss.item()), steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
@@ -179,7 +185,8 @@ def train_diffmask(
         )
         bar.set_postfix(loss=f"{loss.item():.4f}")
     extra = {
-        "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING, "data": counts},
+        "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING,
+                     "prediction": cfg.prediction, "data": counts},
         "train": {**dataclasses.asdict(cfg), "timesteps": int(timesteps)},
         "steps_done": cfg.steps,
     }
