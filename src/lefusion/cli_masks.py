@@ -87,6 +87,50 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zyx(text: str) -> tuple[float, float, float]:
+    """'Z,Y,X' -> (z, y, x) floats (argparse type)."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X (three comma-separated numbers), got {text!r}")
+    try:
+        return tuple(float(v) for v in parts)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X numbers, got {text!r}") from exc
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+    from tqdm import tqdm
+
+    from .masks.diffmask import load_diffmask
+    from .masks.mask_dataset import write_diffmask_dataset
+    from .training.session import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_diffmask(args.checkpoint, device=resolve_device(args.device))
+    bar = tqdm(total=1, desc="masks", unit="step")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    meta_path = write_diffmask_dataset(
+        model, args.out, args.n, args.diameter[0] if len(args.diameter) == 1 else args.diameter, args.center,
+        args.like, args.boundary, args.seed, args.label, args.batch_size, progress,
+    )
+    bar.close()
+    samples = json.loads(meta_path.read_text())["samples"]
+    empty = [s["mask"] for s in samples if s["voxels"] == 0]
+    if empty:
+        print(f"warning: {len(empty)} empty mask(s), e.g. {empty[0]}: the requested size is too small for the grid or cut away by the boundary")
+    made = f"images/ + masks/ (next: lefusion generate --data {args.out} ...)" if args.like else "masks/"
+    print(f"wrote {len(samples)} DiffMask masks to {args.out}: {made}; details in {meta_path}")
+    return 0
+
+
 def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     masks = sub.add_parser("masks", help="lesion masks: real LIDC nodules, hand-crafted baseline, shape evaluation")
     msub = masks.add_subparsers(dest="masks_command", required=True)
@@ -122,6 +166,21 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_architecture_args(p, dim=32, dim_mults=[1, 2, 4], heads=4, dim_head=32, timesteps=100)
     p.set_defaults(handler=_train)
+
+    p = msub.add_parser("sample", help="sample lesion masks from a DiffMask model with size / location control")
+    p.add_argument("--checkpoint", required=True, help="DiffMask checkpoint folder (masks train) or the published diffmask.pt")
+    p.add_argument("--n", type=int, required=True, help="number of masks")
+    p.add_argument("--diameter", type=float, nargs="+", required=True, help="equivalent diameter in mm: one for all, or one per mask")
+    p.add_argument("--center", type=_zyx, metavar="Z,Y,X", help="lesion centre as voxel indices of --like/--boundary (else of the model box); default the centre")
+    p.add_argument("--like", help="scan to place the masks in: masks take its grid, and the output is a plain dataset (images/ + masks/) for lefusion generate")
+    p.add_argument("--boundary", help="mask volume (e.g. lung) every lesion must stay inside; without --like its grid is used")
+    p.add_argument("--seed", type=int, default=0, help="mask i uses seed + i")
+    p.add_argument("--label", type=int, default=1, help="label id written for the lesion")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=_sample)
 
     p = msub.add_parser("handcrafted", help="hand-crafted baseline masks (overlapping warped ellipsoids, Hu et al. 2023)")
     p.add_argument("--n", type=int, required=True)

@@ -1,0 +1,81 @@
+"""`lefusion masks sample`: DiffMask masks written as files a user can view and generate into."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LeFusionError
+from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, atomic_write_text, read_volume, strip_volume_suffix, write_volume
+from ..model import LeFusionModel
+from .diffmask import model_box, sample_masks
+from .placement import sample_masks_in_volume
+
+MASKS_JSON = "masks.json"
+
+
+def write_diffmask_dataset(
+    model: LeFusionModel,
+    out: str | Path,
+    n: int,
+    diameter_mm: float | Sequence[float],
+    center_zyx: Sequence[float] | None = None,
+    like: str | Path | None = None,
+    boundary: str | Path | None = None,
+    seed: int = 0,
+    label: int = 1,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Sample `n` masks and write them under `out`; returns the path of `out/masks.json`.
+
+    Without `like`/`boundary` the masks are written on the model's 1 mm box (`masks/diffmask_*`).
+    With `like` (a scan) they take its grid and the scan is copied beside each mask, so `out` is a
+    plain dataset (images/NAME + masks/NAME) ready for ``lefusion generate --data out``. With
+    `boundary` (a mask volume on the same grid, e.g. the lung) every lesion stays inside it; alone it
+    also gives the grid. masks.json records the request, the model hash and each mask's seed and
+    equivalent diameter. Every file is written atomically.
+    """
+    out = Path(out)
+    scan = read_volume(like) if like else None
+    region = read_volume(boundary) if boundary else None
+    if scan is not None and region is not None and (scan.shape != region.shape or not scan.geometry.matches(region.geometry)):
+        raise LeFusionError(f"{boundary}: its grid {region.shape} does not match the scan {like} {scan.shape} (shape, spacing, origin, direction)")
+    inside = None
+    if region is not None:
+        inside = region.array > 0
+        if not inside.any():
+            raise LeFusionError(f"{boundary}: the boundary mask is empty")
+    reference = scan or region
+    if reference is None:
+        reference = Volume(np.zeros(model_box(model), np.uint8), Geometry())
+        masks = sample_masks(model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress)
+    else:
+        masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress)
+
+    source = Path(like) if like else None
+    suffix = next((s for s in VOLUME_SUFFIXES if source is not None and source.name.lower().endswith(s)), ".nii.gz")
+    stem = strip_volume_suffix(source.name) if source is not None else "diffmask"
+    voxel_mm3 = float(np.prod(reference.geometry.spacing))
+    records = []
+    for i, mask in enumerate(masks):
+        name = f"{stem}_{i:04d}{suffix}"
+        write_volume(Volume(mask.astype(np.uint8) * np.uint8(label), reference.geometry), out / "masks" / name)
+        if source is not None:  # the plain layout pairs images/NAME with masks/NAME
+            (out / "images").mkdir(parents=True, exist_ok=True)
+            with atomic_target(out / "images" / name, suffix) as tmp:
+                shutil.copyfile(source, tmp)
+        volume = float(mask.sum()) * voxel_mm3
+        records.append({"mask": f"masks/{name}", "seed": seed + i, "voxels": int(mask.sum()),
+                        "equivalent_diameter_mm": (6.0 * volume / np.pi) ** (1.0 / 3.0)})  # fmt: skip
+    meta = {
+        "checkpoint": str(model.source), "weights_sha256": model.weights_sha256, "n": n,
+        "diameter_mm": diameter_mm if np.ndim(diameter_mm) == 0 else list(diameter_mm),
+        "center_zyx": None if center_zyx is None else list(center_zyx), "like": str(like) if like else None,
+        "boundary": str(boundary) if boundary else None, "seed": seed, "label": label, "samples": records,
+    }  # fmt: skip
+    return atomic_write_text(out / MASKS_JSON, json.dumps(meta, indent=2))
