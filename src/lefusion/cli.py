@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .cli_common import add_architecture_args, denoiser_from_args
 from .errors import LeFusionError
@@ -90,20 +91,48 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _generate_method(args: argparse.Namespace) -> tuple[Any, tuple[tuple[float, ...], ...]]:
+    """(method for generate_dataset: a model or a baseline, the presets `--preset K/all` refer to) from the flags."""
     from .checkpoints import load_model
     from .control.presets import read_presets
+
+    model = None
+    if args.checkpoint:
+        model = load_model(args.checkpoint, weights=args.weights)
+        if args.presets_file:
+            model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
+    if args.method == "lefusion":
+        if model is None:
+            raise LeFusionError("--checkpoint is required for --method lefusion (only the baselines run without one)")
+        if args.donors or args.texture:
+            raise LeFusionError("--donors and --texture belong to --method copy-paste / handcrafted, not lefusion")
+        return model, model.config.hist_presets
+    from .baselines import make_baseline
+
+    if args.method == "copy-paste" and (args.preset or args.texture):
+        raise LeFusionError("copy-paste takes each lesion's texture from a real donor lesion; --preset and --texture do not apply")
+    if args.texture and args.preset:
+        raise LeFusionError("give the hand-crafted texture either as --preset (histogram presets) or as --texture MEAN STD, not both")
+    if args.texture and len(args.texture) % 2:
+        raise LeFusionError(f"--texture takes MEAN STD pairs (one for all lesion classes or one per class), got {len(args.texture)} number(s)")
+    texture = list(zip(args.texture[::2], args.texture[1::2])) if args.texture else None
+    method = make_baseline(args.method, args.data, model=model, donors=args.donors, texture=texture, smoothing=args.smoothing)
+    return method, method.presets
+
+
+def _generate(args: argparse.Namespace) -> int:
     from .generation import GenerateConfig, generate_dataset
 
-    model = load_model(args.checkpoint, weights=args.weights)
-    if args.presets_file:
-        model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
-    presets = tuple(str(p) for p in range(1, len(model.config.hist_presets) + 1)) if args.preset == ["all"] else tuple(args.preset)
+    method, available = _generate_method(args)
+    preset = args.preset or ["mix"]
+    if preset == ["all"] and not available:
+        raise LeFusionError("--preset all: there are no histogram presets (give --presets-file, or for handcrafted --donors)")
+    presets = tuple(str(p) for p in range(1, len(available) + 1)) if preset == ["all"] else tuple(preset)
     config = GenerateConfig(
         presets=presets, seed=args.seed, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
         batch_size=args.batch_size, device=args.device, max_cases=args.max_cases,
     )
-    manifest = generate_dataset(model, args.data, args.out, config)
+    manifest = generate_dataset(method, args.data, args.out, config)
     print(f"outputs in {args.out} (manifest: {manifest})")
     return 0
 
@@ -166,24 +195,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("generate", help="inpaint lesions into normal scans with a trained or published model")
-    p.add_argument("--checkpoint", required=True, help="lefusion checkpoint folder or published .pt")
+    p = sub.add_parser("generate", help="inpaint lesions into normal scans with a trained or published model (or a baseline)")
+    p.add_argument("--method", choices=["lefusion", "copy-paste", "handcrafted"], default="lefusion",
+                   help="lefusion (default), or a non-learned baseline: copy-paste (real donor lesions), handcrafted (smoothed noise)")
+    p.add_argument("--checkpoint", help="lefusion checkpoint folder or published .pt (required for lefusion; for a baseline, "
+                   "optional: its ROI conventions and presets are used, else the data layout's)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--data", required=True, help="dataset root (for the LIDC layout its Normal/ cases are used)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", nargs="+", default=["mix"], help="K (1-based), 'mix' (5:20:75), 'all', or a histogram JSON; several allowed")
+    p.add_argument("--preset", nargs="+", help="K (1-based), 'mix' (5:20:75, the default), 'all', or a histogram JSON; several allowed")
     p.add_argument("--presets-file", help="histogram presets JSON for a checkpoint that has none (e.g. lidc_clusters.json)")
     p.add_argument("--jump-length", type=int, default=10)
     p.add_argument("--jump-n-sample", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-cases", type=int)
     p.add_argument("--device", default="auto")
+    p.add_argument("--donors", help="baselines: dataset root whose pathological training cases give the real lesions "
+                   "(copy-paste: required; handcrafted without --checkpoint: texture presets fitted to them)")
+    p.add_argument("--texture", type=float, nargs="+", metavar="MEAN STD",
+                   help="handcrafted: lesion mean and std in source units (HU for CT), one pair for all classes or one per class")
+    p.add_argument("--smoothing", type=float, default=1.0, help="handcrafted: Gaussian smoothing of the noise, in voxels (default 1)")
     p.set_defaults(handler=_generate)
 
+    from .cli_evaluate import add_evaluate_parser
+    from .cli_export import add_export_parser
     from .cli_masks import add_masks_parser
 
     add_masks_parser(sub)
+    add_evaluate_parser(sub)
+    add_export_parser(sub)
 
     p = sub.add_parser("demo", help="run the main job on the embedded phantom data")
     p.add_argument("--out", default="outputs/demo")

@@ -1,0 +1,85 @@
+"""`lefusion evaluate ...`: does the synthetic data help? Downstream segmentation (and image quality)."""
+
+from __future__ import annotations
+
+import argparse
+
+_SYNTHETIC_HELP = (
+    "synthetic training sets, each [METHOD:]SET=DIR. DIR is a `lefusion generate` output folder "
+    "(images/, labels/, manifest.json). SET is P' (lesions generated on the real pathological "
+    "training masks), N' (lesions on normal cases) or N'' (more lesions on normal cases); ASCII "
+    "spellings Pp, Np, Npp work too. METHOD names what made the set (default: the method the "
+    "folder's manifest records, e.g. copy-paste, else lefusion), so "
+    "baselines meet LeFusion in the same settings, e.g. "
+    "\"lefusion:N'=gen/lf_normal\" \"copy-paste:N'=gen/cp_normal\" \"handcrafted:N'=gen/hc_normal\". "
+    "Quote each value: the shell treats ' as a quote"
+)
+_SETTINGS_HELP = (
+    "training settings by name: P (real pathological training cases only), P+P', P+N', P+N'', "
+    "P+P'+N'' (ASCII: P+Pp, P+Np, ...). Each runs once per method that provides its sets. "
+    "Default: P plus every paper setting the given --synthetic sets allow"
+)
+
+
+def _segmentation(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation.segmentation import BenchmarkConfig, TrainSettings, parse_synthetic, run_benchmark
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train = TrainSettings(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, amp=not args.no_amp)
+    config = BenchmarkConfig(
+        settings=tuple(args.settings) if args.settings else None, networks=tuple(args.network), seeds=tuple(args.seeds),
+        train=train, width=args.width, deep_supervision=args.deep_supervision, nsd_tolerance=args.nsd_tolerance,
+        test_fraction=args.test_fraction, split_seed=args.split_seed,
+        lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None, modality=args.modality, device=args.device,
+    )
+    specs = [parse_synthetic(text) for text in args.synthetic]
+    paths = run_benchmark(args.real, specs, args.out, config)
+    print(paths["summary.md"].read_text())
+    print("results: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """`lefusion evaluate` with its subcommands (segmentation; quality is added beside it)."""
+    evaluate = sub.add_parser("evaluate", help="does the synthetic data help? downstream segmentation, image quality")
+    esub = evaluate.add_subparsers(dest="evaluate_command", required=True)
+
+    p = esub.add_parser(
+        "segmentation",
+        help="train segmenters on real + synthetic mixes (P, P+P', P+N', ...) and score them on real test cases",
+        description=(
+            "Train MONAI segmenters on the real pathological training cases plus synthetic sets, predict the real "
+            "held-out test cases, and report Dice, NSD and HD95 per lesion class (mean ± std over seeds) as "
+            "per_case.csv, summary.csv, summary.md and summary.png in --out. Resumable: finished runs are kept "
+            "in --out/runs and skipped when re-run."
+        ),
+    )
+    p.add_argument("--real", required=True, help="real dataset root (any layout lefusion reads); its held-out test cases are the test set")
+    p.add_argument("--synthetic", nargs="+", default=[], metavar="[METHOD:]SET=DIR", help=_SYNTHETIC_HELP)
+    p.add_argument("--settings", nargs="+", metavar="SETTING", help=_SETTINGS_HELP)
+    p.add_argument("--network", nargs="+", default=["unet"], choices=["unet", "dynunet", "swinunetr"],
+                   help="segmenters: unet (plain 3D U-Net), dynunet (nnU-Net-style plan), swinunetr (needs einops); default unet")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one training run per seed (default 0 1 2)")
+    p.add_argument("--iterations", type=int, default=1000, help="training iterations per run (default 1000)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, decayed polynomially (default 1e-3)")
+    p.add_argument("--width", type=int, help="base width of every network (default: unet 16, dynunet 32, swinunetr 24)")
+    p.add_argument("--deep-supervision", action="store_true", help="dynunet: deep supervision, as nnU-Net")
+    p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD surface tolerance in mm (default 1)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="only for a dataset without a test split: fraction of patients held out (seeded by --split-seed)")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--lesion-labels", type=int, nargs="+", help="label ids to score (default by layout: LIDC 1; EMIDEC 3 4)")
+    p.add_argument("--modality", choices=["ct", "mri"], help="intensity normalisation (default by layout)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", required=True, help="results folder (resumes from the runs saved there)")
+    p.set_defaults(handler=_segmentation)
+
+    from .cli_quality import add_quality_parser
+
+    add_quality_parser(esub)
