@@ -75,7 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, ema_start=args.ema_start,
         ema_decay=args.ema_decay, ema_every=args.ema_every,
-        save_every=args.save_every, seed=args.seed, loss=args.loss, loss_type=args.loss_type, amp=args.amp, device=args.device,
+        save_every=args.save_every, seed=args.seed, loss=args.loss or ("global" if args.method == "cond-diffusion" else "lesion"),
+        loss_type=args.loss_type, amp=args.amp, device=args.device, method=args.method,
     )
     # channels and condition size follow the data's lesion classes (set by train_on_folder)
     denoiser = denoiser_from_args(args)
@@ -101,6 +102,15 @@ def _generate_method(args: argparse.Namespace) -> tuple[Any, tuple[tuple[float, 
         model = load_model(args.checkpoint, weights=args.weights)
         if args.presets_file:
             model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
+    if args.method == "cond-diffusion":
+        from .baselines import CondDiffusionGenerator
+
+        if model is None:
+            raise LeFusionError("--checkpoint is required for --method cond-diffusion (a model from `lefusion train --method cond-diffusion`)")
+        if args.donors or args.texture:
+            raise LeFusionError("--donors and --texture belong to --method copy-paste / handcrafted, not cond-diffusion")
+        method = CondDiffusionGenerator(model, device=args.device)
+        return method, method.presets
     if args.method == "lefusion":
         if model is None:
             raise LeFusionError("--checkpoint is required for --method lefusion (only the baselines run without one)")
@@ -185,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-every", type=int, default=10, help="EMA update interval in steps (release: 10)")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--loss", choices=["lesion", "global"], default="lesion", help="lesion-focused (LeFusion) or global (RePaint baseline)")
+    p.add_argument("--method", choices=["lefusion", "cond-diffusion"], default="lefusion",
+                   help="lefusion (default), or the Cond-Diffusion baseline: masks + masked image as input channels, "
+                   "global loss, generates the whole ROI")
+    p.add_argument("--loss", choices=["lesion", "global"],
+                   help="lesion-focused (LeFusion, the default) or global (with --method lefusion: the RePaint baseline; "
+                   "cond-diffusion always uses global)")
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l1")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     p.add_argument("--device", default="auto")
@@ -196,17 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("generate", help="inpaint lesions into normal scans with a trained or published model (or a baseline)")
-    p.add_argument("--method", choices=["lefusion", "copy-paste", "handcrafted"], default="lefusion",
-                   help="lefusion (default), or a non-learned baseline: copy-paste (real donor lesions), handcrafted (smoothed noise)")
-    p.add_argument("--checkpoint", help="lefusion checkpoint folder or published .pt (required for lefusion; for a baseline, "
-                   "optional: its ROI conventions and presets are used, else the data layout's)")
+    p.add_argument("--method", choices=["lefusion", "copy-paste", "handcrafted", "cond-diffusion"], default="lefusion",
+                   help="lefusion (default), a non-learned baseline: copy-paste (real donor lesions), handcrafted (smoothed noise), "
+                   "or cond-diffusion (a checkpoint from `train --method cond-diffusion`; regenerates the whole ROI)")
+    p.add_argument("--checkpoint", help="lefusion checkpoint folder or published .pt (required for lefusion and cond-diffusion; "
+                   "for copy-paste / handcrafted, optional: its ROI conventions and presets are used, else the data layout's)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--data", required=True, help="dataset root (for the LIDC layout its Normal/ cases are used)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", nargs="+", help="K (1-based), 'mix' (5:20:75, the default), 'all', or a histogram JSON; several allowed")
     p.add_argument("--presets-file", help="histogram presets JSON for a checkpoint that has none (e.g. lidc_clusters.json)")
-    p.add_argument("--jump-length", type=int, default=10)
+    p.add_argument("--jump-length", type=int, default=10, help="lefusion's time travel (cond-diffusion: plain DDPM, ignored)")
     p.add_argument("--jump-n-sample", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-cases", type=int)

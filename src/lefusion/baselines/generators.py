@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ class BaselineGenerator:
     record: dict[str, Any]
     variant_specs: tuple[str, ...] | None = None
     presets: tuple[tuple[float, ...], ...] = ()
+    preserves_background: ClassVar[bool] = True  # every baseline here changes mask voxels only
 
     @property
     def label_hint(self) -> str:

@@ -16,7 +16,8 @@ Per output (quality.csv, one row each): lesion voxels; paired PSNR / SSIM; W1 be
 lesion histogram and the target histogram the manifest records (LeFusion and histogram-driven
 hand-crafted outputs; copy-paste has no target) and, for pairs, the real lesion's histogram;
 background max / mean absolute error against the source volume, in source units, outside the
-lesion labels (exactly 0 when the background was kept, as every method here guarantees).
+lesion labels (exactly 0 when the background was kept, as LeFusion, Copy-Paste and Hand-Crafted
+guarantee; Cond-Diffusion regenerates the whole ROI, so its error measures how far it drifts).
 
 Set level: sliced Wasserstein distance and MMD between the lesion patches of all outputs and of all
 real pathological cases (every split: nothing is trained on them here).

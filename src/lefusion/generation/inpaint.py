@@ -6,11 +6,25 @@ import numpy as np
 import torch
 
 from ..control.conditions import choose_condition
+from ..diffusion.conditional import METHOD as COND_DIFFUSION
+from ..diffusion.conditional import is_cond_diffusion
 from ..data.roi import prepare_roi, restore_roi, to_source_dtype, validate_pair
 from ..diffusion.repaint import inpaint_lesions
 from ..errors import LeFusionError
 from ..io import Volume
 from ..model import LeFusionModel
+
+
+def require_lesion_model(model: LeFusionModel) -> None:
+    """Raise LeFusionError unless `model` is a LeFusion lesion model (not a Cond-Diffusion
+    baseline or a DiffMask, which take extra input channels and sample differently)."""
+    if is_cond_diffusion(model.extra):
+        raise LeFusionError(
+            f"{model.source}: is a Cond-Diffusion baseline model (lesion masks + masked image as input channels), not a LeFusion "
+            f"model; generate with `--method {COND_DIFFUSION}` (Python: lefusion.baselines.CondDiffusionGenerator(model))"
+        )
+    if model.config.denoiser.extra_in_channels:
+        raise LeFusionError(f"{model.source}: is a mask model (DiffMask), not a lesion model; use `lefusion masks sample`")
 
 
 def inpaint_volume(
@@ -30,6 +44,7 @@ def inpaint_volume(
     """
     image = image if isinstance(image, Volume) else Volume(np.asarray(image))
     mask = mask if isinstance(mask, Volume) else Volume(np.asarray(mask), image.geometry)
+    require_lesion_model(model)
     cfg = model.config
     validate_pair(image, mask, cfg.lesion_labels, cfg.allowed_labels, "image", "mask", require_lesion=True)
     roi = prepare_roi(image, mask, cfg.preprocess, image_path="image", label_path="mask")

@@ -8,7 +8,7 @@ a temporary name and renamed when complete; the manifest is rewritten after each
 interrupted run resumes where it stopped and finished outputs are skipped.
 
 The method is a strategy (`RoiGenerator`): LeFusion's background-preserving sampler
-(`LeFusionGenerator`, the default) or a non-learned baseline (`lefusion.baselines`). Everything
+(`LeFusionGenerator`, the default) or a baseline (`lefusion.baselines`). Everything
 else — cases, ROI conventions, naming, resume, atomic writing, previews, the manifest — is shared,
 so every method meets the same data and leaves the same files.
 """
@@ -37,6 +37,8 @@ from ..errors import LeFusionError
 from ..io import Volume, atomic_write_text, read_volume, strip_volume_suffix, write_volume
 from ..model import LeFusionModel
 from ..training.run import DataConventions
+from ..training.session import resolve_device
+from .inpaint import require_lesion_model
 from .preview import case_preview
 
 MANIFEST = "manifest.json"
@@ -67,7 +69,8 @@ class Job:
 @dataclass(frozen=True, eq=False)
 class Generated:
     """One method output: roi (1, D, H, W) float32 in [-1, 1] on the ROI grid (the input ROI
-    outside the lesion), record: method-specific manifest fields (condition, donor, ...)."""
+    outside the lesion, unless the method's preserves_background is False), record:
+    method-specific manifest fields (condition, donor, ...)."""
 
     roi: torch.Tensor
     record: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +83,9 @@ class RoiGenerator(Protocol):
     """A generation method as the pipeline sees it.
 
     method: its name in manifests; conventions: ROI preprocessing and lesion labels;
+    preserves_background: True if every voxel outside the lesion masks comes back unchanged (the
+    pipeline then checks that on every output), False for a method that regenerates the whole ROI
+    (Cond-Diffusion; only the voxels outside the ROI box are then checked);
     label_hint: what to add to a label error (which labels the method expects and why);
     variants(config): the output variants per case (e.g. texture presets; their tags name files);
     settings(): what, besides the data and GenerateConfig, makes two runs' outputs differ (an output
@@ -92,6 +98,7 @@ class RoiGenerator(Protocol):
     method: str
     conventions: DataConventions
     label_hint: str
+    preserves_background: bool
 
     def variants(self, config: GenerateConfig) -> tuple[str, ...]: ...
     def settings(self) -> dict[str, Any]: ...
@@ -143,12 +150,11 @@ class LeFusionGenerator:
     model: LeFusionModel
     config: GenerateConfig
     method: ClassVar[str] = "lefusion"
+    preserves_background: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.model.config.denoiser.extra_in_channels:
-            raise LeFusionError(f"{self.model.source}: is a mask model (DiffMask), not a lesion model; use `lefusion masks sample`")
-        device = self.config.device
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        require_lesion_model(self.model)
+        self.device = resolve_device(self.config.device)
         self.model.to(self.device).eval()
         cfg = self.model.config
         self.conventions = model_conventions(self.model)
@@ -258,14 +264,25 @@ def generate_dataset(
     return manifest_path
 
 
+def _kept_voxels(generator: RoiGenerator, roi: Roi, label: Volume) -> np.ndarray:
+    """Bool mask (disk order, the source's shape) of the voxels a method must return unchanged: the
+    background outside the lesion masks, or, for a method that regenerates the whole ROI, every
+    voxel outside the ROI box (`restore_roi` writes only inside it)."""
+    if generator.preserves_background:
+        return ~np.isin(label.array, generator.conventions.lesion_labels)
+    inside = np.zeros(roi.box.original_shape, dtype=bool)  # model (D, H, W) order
+    inside[roi.box.slices()[0]] = True
+    return ~inside.transpose(np.argsort(roi.axes))
+
+
 def _write_output(
     out: Path, job: Job, loaded: tuple[Volume, Volume, Roi], result: Generated, generator: RoiGenerator, config: GenerateConfig, seconds: float
 ) -> dict:
     image, label, roi = loaded
     lesion_labels = generator.conventions.lesion_labels
     restored = to_source_dtype(restore_roi(roi, result.roi, image), image.array)
-    background = ~np.isin(label.array, lesion_labels)
-    if not np.array_equal(restored[background], image.array[background]):
+    kept = _kept_voxels(generator, roi, label)
+    if not np.array_equal(restored[kept], image.array[kept]):
         raise RuntimeError(f"internal error: background of {job.case.image} changed during generation ({generator.method})")
     image_rel, label_rel = Path("images") / f"{job.name}.nii.gz", Path("labels") / f"{job.name}.nii.gz"
     write_volume(Volume(restored, image.geometry), out / image_rel)

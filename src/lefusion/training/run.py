@@ -10,6 +10,7 @@ from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, DenoiserConfig, ModelCo
 from ..control.presets import fit_presets
 from ..data.dataset import LesionRoiDataset
 from ..data.layouts import EMIDEC, LIDC, detect_layout, find_cases
+from ..diffusion import conditional
 from ..errors import LeFusionError
 from ..io import atomic_write_text
 from .trainer import TrainConfig, train
@@ -61,7 +62,8 @@ def train_on_folder(
     n_presets: int = 3,
     progress: bool = True,
 ) -> Path:
-    """Train a LeFusion model on `data_root`; returns the exported checkpoint folder.
+    """Train a LeFusion model (or, with `train_config.method`, the Cond-Diffusion baseline) on
+    `data_root`; returns the exported checkpoint folder.
 
     A run folder remembers its configuration (run_config.json): resuming with different settings
     is refused rather than silently mixing two runs.
@@ -71,7 +73,12 @@ def train_on_folder(
     dataset = training_dataset(data_root, conventions)
     n_classes = len(conventions.lesion_labels)
     denoiser = denoiser or DenoiserConfig()
-    denoiser = dataclasses.replace(denoiser, channels=n_classes, cond_dim=n_classes * conventions.preprocess.hist_bins)
+    # Cond-Diffusion keeps LeFusion's histogram condition, so `--preset` means the same for both.
+    cond_diffusion = train_config.method == conditional.METHOD
+    extra_channels = conditional.context_channels(n_classes) if cond_diffusion else 0
+    denoiser = dataclasses.replace(
+        denoiser, channels=n_classes, cond_dim=n_classes * conventions.preprocess.hist_bins, extra_in_channels=extra_channels
+    )
     presets = fit_presets(dataset.hists, n_presets, seed=train_config.seed, bins=conventions.preprocess.hist_bins)
     model_config = ModelConfig(
         denoiser=denoiser,
@@ -81,15 +88,17 @@ def train_on_folder(
         context_labels=tuple(sorted(set(conventions.allowed_labels or ()) - {0, *conventions.lesion_labels})),
         hist_presets=tuple(presets),
         loss=train_config.loss,
-        source=f"trained on {data_root}",
+        source=f"{'Cond-Diffusion baseline ' if cond_diffusion else ''}trained on {data_root}",
     )
     record = {"model": model_config.to_dict(), "train": dataclasses.asdict(train_config), "n_cases": len(dataset)}
     record_path = run_dir / RUN_CONFIG
     if record_path.is_file():
         previous = json.loads(record_path.read_text())
         ignore = ("steps", "save_every", "device")
+        # a setting newer than the run folder counts as its default (e.g. `method` for older LeFusion runs)
+        defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
         same = previous["model"] == json.loads(json.dumps(record["model"])) and all(
-            previous["train"].get(k) == v for k, v in json.loads(json.dumps(record["train"])).items() if k not in ignore
+            previous["train"].get(k, defaults.get(k)) == v for k, v in json.loads(json.dumps(record["train"])).items() if k not in ignore
         )
         if not same:
             raise LeFusionError(f"{record_path}: this run folder was started with other settings; use a new --out folder")

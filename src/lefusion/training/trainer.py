@@ -1,4 +1,4 @@
-"""Training loop for LeFusion models.
+"""Training loop for LeFusion models (and the Cond-Diffusion baseline, `TrainConfig.method`).
 
 Every random draw of step s comes from a generator seeded by (seed, s, micro-batch), so a run that
 is killed and resumed from its last saved state reproduces the uninterrupted run exactly; no RNG
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..checkpoints.format import save_checkpoint
 from ..config import ModelConfig
 from ..data.dataset import LesionRoiDataset, random_flip
+from ..diffusion import conditional
 from ..diffusion.losses import diffusion_loss
 from ..errors import LeFusionError
 from .session import open_run, resolve_device, step_generator
@@ -30,7 +31,11 @@ CHECKPOINT_DIR = "checkpoint"
 class TrainConfig:
     """Optimisation settings. Defaults follow the public release where it states them (lr 1e-4,
     EMA 0.995 updated every 10 steps, L1 loss, gradient accumulation 2) except `ema_start`
-    (the release starts EMA at step 2000; short runs need it earlier)."""
+    (the release starts EMA at step 2000; short runs need it earlier).
+
+    method: "lefusion" (the lesion-focused model; with loss "global" the RePaint baseline) or
+    "cond-diffusion" (the conditional-DDPM baseline, `lefusion.diffusion.conditional`: masks and
+    masked image as input channels, global loss by definition)."""
 
     steps: int = 1000
     batch_size: int = 4
@@ -46,6 +51,16 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on CUDA
     max_grad_norm: float | None = 1.0
     device: str = "auto"
+    method: Literal["lefusion", "cond-diffusion"] = "lefusion"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lefusion", conditional.METHOD):
+            raise LeFusionError(f"unknown training method {self.method!r}; use 'lefusion' or '{conditional.METHOD}'")
+        if self.method == conditional.METHOD and self.loss != "global":
+            raise LeFusionError(
+                f"--method {conditional.METHOD} is trained with the global loss over the whole ROI (that is the baseline); "
+                "drop --loss lesion or use --loss global"
+            )
 
 
 def _batch(dataset: LesionRoiDataset, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -76,6 +91,13 @@ def train(
             f"the model has {model_config.denoiser.channels} channel(s) but the data has "
             f"{len(dataset.lesion_labels)} lesion class(es) {dataset.lesion_labels}"
         )
+    cond_diffusion = cfg.method == conditional.METHOD
+    extra_channels = conditional.context_channels(len(dataset.lesion_labels)) if cond_diffusion else 0
+    if model_config.denoiser.extra_in_channels != extra_channels:
+        raise LeFusionError(
+            f"--method {cfg.method} needs {extra_channels} extra input channel(s) for {len(dataset.lesion_labels)} lesion "
+            f"class(es), but the model config has {model_config.denoiser.extra_in_channels}"
+        )
     device = resolve_device(cfg.device)
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
     model, ema, schedule, start = run.model, run.ema, run.schedule, run.start
@@ -89,9 +111,12 @@ def train(
             batch = {k: v.to(device) for k, v in _batch(dataset, cfg.batch_size, gen).items()}
             t = torch.randint(schedule.num_timesteps, (cfg.batch_size,), generator=gen).to(device)
             noise = torch.randn(batch["x"].shape, generator=gen).to(device)
-            masks = batch["masks"] if cfg.loss == "lesion" else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-                loss = diffusion_loss(model, schedule, batch["x"], t, noise, batch["hist"], masks, cfg.loss_type)
+                if cond_diffusion:
+                    loss = conditional.cond_diffusion_loss(model, schedule, batch["x"], batch["masks"], t, noise, batch["hist"], cfg.loss_type)
+                else:
+                    masks = batch["masks"] if cfg.loss == "lesion" else None
+                    loss = diffusion_loss(model, schedule, batch["x"], t, noise, batch["hist"], masks, cfg.loss_type)
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         run.finish_step(
@@ -100,5 +125,8 @@ def train(
         )
         bar.set_postfix(loss=f"{total:.4f}")
     final = dataclasses.replace(model_config, loss=cfg.loss)
-    return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps})
+    extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
+    if cond_diffusion:  # marks the checkpoint, so `generate` can tell the method from the file
+        extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
+    return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), extra)
 
