@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 # to the CUDA build you want (or install it into the venv first; a satisfied spec installs nothing).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-all clean
+.PHONY: venv demo test test-all benchmark-cpu benchmark-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,14 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q -m ''
+
+# Does synthetic data help? The phantom segmentation benchmark, end to end (resumes when re-run).
+# cpu: 2 CPU cores, under 30 minutes. gpu: a CUDA GPU and CUDA torch in the venv (e.g. TORCH_SPEC=torch); not timed yet.
+benchmark-cpu: venv
+	$(PY) scripts/segmentation_benchmark.py --profile cpu --workdir outputs/benchmark-cpu
+
+benchmark-gpu: venv
+	$(PY) scripts/segmentation_benchmark.py --profile gpu --workdir outputs/benchmark-gpu
 
 clean:
 	rm -rf $(VENV) outputs

@@ -103,3 +103,10 @@ def test_cli_reports_errors_on_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("lefusion: error:") and "bad.pt" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bundled_model_loads_by_name():
+    from lefusion.checkpoints.loading import bundled_model_dir
+
+    model = lefusion.load("demo_lung")
+    assert model.source == bundled_model_dir("demo_lung") and model.config.denoiser.dim == 16

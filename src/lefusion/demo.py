@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoints import load_model
+from .checkpoints.loading import bundled_model_dir
 from .generation import GenerateConfig, generate_dataset
 from .generation.preview import grid_png, lesion_slice, mask_overlay, to_gray
 from .io import read_volume
@@ -24,7 +24,7 @@ DEMO_MODEL = "demo_lung"
 
 
 def demo_model_dir() -> Path:
-    return Path(str(resources.files("lefusion") / "assets" / DEMO_MODEL))
+    return bundled_model_dir(DEMO_MODEL)
 
 
 def run_demo(out: Path, seed: int = 0, n_cases: int = 4, jump_length: int = 1, jump_n_sample: int = 1) -> Path:

@@ -55,12 +55,25 @@ def legacy_model_config(denoiser_cfg, schedule_cfg, source: str) -> ModelConfig:
     )
 
 
+BUNDLED_MODELS = ("demo_lung", "diffmask_lidc")
+
+
+def bundled_model_dir(name: str) -> Path:
+    """Folder of a model shipped inside the package (src/lefusion/assets/NAME)."""
+    from importlib import resources
+
+    return Path(str(resources.files("lefusion") / "assets" / name))
+
+
 def load_model(
     path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu"
 ) -> LeFusionModel:
-    """Load a lefusion checkpoint folder (or its model.safetensors / config.json) or a published
-    `.pt` file (`weights` picks its EMA or raw weights). The model is returned in eval mode."""
+    """Load a lefusion checkpoint folder (or its model.safetensors / config.json), a published
+    `.pt` file (`weights` picks its EMA or raw weights) or a bundled model by name (BUNDLED_MODELS,
+    e.g. "demo_lung", when no such path exists). The model is returned in eval mode."""
     path = Path(path)
+    if not path.exists() and str(path) in BUNDLED_MODELS:
+        path = bundled_model_dir(str(path))
     if path.is_file() and path.name in (WEIGHTS_NAME, "config.json"):
         path = path.parent
     if is_checkpoint_dir(path):
