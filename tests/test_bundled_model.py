@@ -22,7 +22,7 @@ def test_bundled_model_is_small_and_documented():
 def test_presets_steer_the_generated_texture(tmp_path):
     """One held-out normal ROI x 3 presets: mean lesion intensity rises from preset 1 to preset 3,
     and the faintest and densest presets' lesions are each nearer (1-D Wasserstein over 16 bins)
-    to their own target than to the other's. (The bundled 1,000-step CPU model does not yet put
+    to their own target than to the other's. (The bundled 4,000-step CPU model does not yet put
     preset 2's lesions nearest preset 2 — see docs/benchmarks.md — so that is not asserted.)"""
     model = load_model(demo_model_dir())
     phantom = model.extra["phantom"]
