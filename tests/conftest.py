@@ -38,3 +38,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny ops on a busy 2-core machine: a second intra-op thread waits for a core far longer
+    than the op takes (measured 30x slower), so modules of tiny models run single-threaded
+    (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

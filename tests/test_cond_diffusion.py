@@ -34,7 +34,7 @@ from lefusion.phantoms import write_lung_phantom
 from lefusion.training import TrainConfig
 from lefusion.training.run import RUN_CONFIG, train_on_folder
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROI = (8, 16, 16)
 TINY = DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)

@@ -35,14 +35,7 @@ def _equivalent_diameter(mask: np.ndarray) -> float:
     return float((6.0 * mask.sum() / np.pi) ** (1 / 3))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a busy 2-core machine: a second intra-op thread waits for a core far longer
-    than the op takes (measured 30x slower), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
-from ..control.conditions import choose_condition
 from ..data.roi import Roi
 from ..diffusion.conditional import EXTRA_KEY, METHOD, is_cond_diffusion, sample_cond_diffusion
 from ..errors import LeFusionError
-from ..generation.pipeline import GenerateConfig, Generated, Job, Tick, condition_record, model_conventions
+from ..generation.pipeline import GenerateConfig, Generated, Job, Tick, condition_record, conditioned_batch, model_conventions
 from ..model import LeFusionModel
 from ..training.session import resolve_device
 
@@ -81,18 +78,9 @@ class CondDiffusionGenerator:
 
     def __call__(self, jobs: Sequence[Job], rois: Sequence[Roi], tick: Tick) -> list[Generated]:
         """rois[i].image, .label: (1, D, H, W) -> Generated.roi (1, D, H, W) in [-1, 1], the whole ROI generated."""
-        cfg = self.model.config
-        # As LeFusionGenerator: the condition (a jittered preset or mix) from its own generator seeded
-        # by the job, the sampling noise from another on the model's device; both per job.
-        conditions = [
-            choose_condition(job.spec, cfg.hist_presets, cfg.denoiser.cond_dim or 0, cfg.preprocess.hist_bins, torch.Generator().manual_seed(job.seed))
-            for job in jobs
-        ]
-        generators = [torch.Generator(device=self.torch_device).manual_seed(job.seed) for job in jobs]
-        image = torch.stack([r.image for r in rois]).to(self.torch_device)
-        label = torch.stack([r.label for r in rois]).to(self.torch_device)
-        cond = torch.tensor([c.values for c in conditions], device=self.torch_device) if cfg.denoiser.cond_dim else None
+        b = conditioned_batch(self.model, jobs, rois, self.torch_device)  # as LeFusionGenerator: per-job seeds
         result = sample_cond_diffusion(
-            self.model.denoiser, self.model.schedule, image, label, cfg.lesion_labels, cond, generators, progress=lambda done, total: tick()
+            self.model.denoiser, self.model.schedule, b.image, b.label, self.model.config.lesion_labels, b.cond, b.generators,
+            progress=lambda done, total: tick(),
         ).cpu()
-        return [Generated(result[i], {**condition_record(c), "background": "generated"}) for i, c in enumerate(conditions)]
+        return [Generated(result[i], {**condition_record(c), "background": "generated"}) for i, c in enumerate(b.conditions)]

@@ -139,6 +139,33 @@ def model_conventions(model: LeFusionModel) -> DataConventions:
     return DataConventions(cfg.lesion_labels, cfg.allowed_labels, cfg.preprocess)
 
 
+@dataclass(frozen=True, eq=False)
+class ConditionedBatch:
+    """A batch ready for a histogram-conditioned sampler: per job its condition and its sampling
+    generator; image, label (B, 1, D, H, W) and cond (B, 16*C) or None, on the sampling device."""
+
+    conditions: list[Condition]
+    generators: list[torch.Generator]
+    image: torch.Tensor
+    label: torch.Tensor
+    cond: torch.Tensor | None
+
+
+def conditioned_batch(model: LeFusionModel, jobs: Sequence[Job], rois: Sequence[Roi], device: torch.device) -> ConditionedBatch:
+    """Each job's condition (a jittered preset or mix) comes from a CPU generator seeded by the job,
+    its sampling noise from another on `device` with the same seed: outputs do not depend on batching."""
+    cfg = model.config
+    conditions = [
+        choose_condition(job.spec, cfg.hist_presets, cfg.denoiser.cond_dim or 0, cfg.preprocess.hist_bins, torch.Generator().manual_seed(job.seed))
+        for job in jobs
+    ]
+    generators = [torch.Generator(device=device).manual_seed(job.seed) for job in jobs]
+    image = torch.stack([r.image for r in rois]).to(device)
+    label = torch.stack([r.label for r in rois]).to(device)
+    cond = torch.tensor([c.values for c in conditions], device=device) if cfg.denoiser.cond_dim else None
+    return ConditionedBatch(conditions, generators, image, label, cond)
+
+
 def _tag(spec: str) -> str:
     return f"preset{spec}" if spec.isdigit() else ("mix" if spec == "mix" else Path(spec).stem)
 
@@ -176,20 +203,12 @@ class LeFusionGenerator:
         return len(jump_schedule(self.model.schedule.num_timesteps, self.config.jump_length, self.config.jump_n_sample)) - 1
 
     def __call__(self, jobs: Sequence[Job], rois: Sequence[Roi], tick: Tick) -> list[Generated]:
-        cfg = self.model.config
-        conditions = [
-            choose_condition(job.spec, cfg.hist_presets, cfg.denoiser.cond_dim or 0, cfg.preprocess.hist_bins, torch.Generator().manual_seed(job.seed))
-            for job in jobs
-        ]
-        generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in jobs]
-        image = torch.stack([r.image for r in rois]).to(self.device)
-        label = torch.stack([r.label for r in rois]).to(self.device)
-        cond = torch.tensor([c.values for c in conditions], device=self.device) if cfg.denoiser.cond_dim else None
+        b = conditioned_batch(self.model, jobs, rois, self.device)
         result = inpaint_lesions(
-            self.model.denoiser, self.model.schedule, image, label, cfg.lesion_labels, cond, generators,
+            self.model.denoiser, self.model.schedule, b.image, b.label, self.model.config.lesion_labels, b.cond, b.generators,
             self.config.jump_length, self.config.jump_n_sample, progress=lambda done, total: tick(),
         ).cpu()
-        return [Generated(result[i], condition_record(c)) for i, c in enumerate(conditions)]
+        return [Generated(result[i], condition_record(c)) for i, c in enumerate(b.conditions)]
 
 
 def _load_case(case: Case, generator: RoiGenerator) -> tuple[Volume, Volume, Roi]:
