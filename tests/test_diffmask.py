@@ -220,10 +220,11 @@ class _ConstantBackground(torch.nn.Module):
         return torch.full_like(x[:, :1], -1.0)
 
 
-@pytest.mark.parametrize("prediction,expect_empty", [("x0", True), ("eps", False)])
+@pytest.mark.parametrize("prediction,expect_empty", [("x0", True), ("eps", False), ("v", False)])
 def test_prediction_flag_decides_how_the_output_is_read(prediction, expect_empty):
     """The same output (-1 everywhere) is 'the mask is background' for an x0 model (empty mask)
-    and 'the noise is -1' for an eps model (x0 = (x_t + sqrt(1 - abar)) / sqrt(abar), mostly > 0)."""
+    and 'the noise is -1' for an eps model (x0 = (x_t + sqrt(1 - abar)) / sqrt(abar), mostly > 0);
+    for a v model x0 = sqrt(abar) x_t + sqrt(1 - abar), which ends near +1 (lesion) as abar -> 1."""
     config = diffmask_model_config(TINY, timesteps=8, box=BOX)
     model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"box": list(BOX), "prediction": prediction}})
     masks = sample_masks(model, 2, 5.0, seed=0)
@@ -232,7 +233,7 @@ def test_prediction_flag_decides_how_the_output_is_read(prediction, expect_empty
 
 def test_unknown_prediction_is_refused():
     config = diffmask_model_config(TINY, timesteps=8, box=BOX)
-    model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"prediction": "v"}})
+    model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"prediction": "score"}})
     with pytest.raises(LeFusionError, match="prediction"):
         sample_masks(model, 1, 5.0)
 
@@ -240,5 +241,7 @@ def test_unknown_prediction_is_refused():
 def test_prediction_is_recorded_and_changes_training(tmp_path):
     x0 = load_diffmask(_train(tmp_path / "x0", 2))
     eps = load_diffmask(_train(tmp_path / "eps", 2, prediction="eps"))
-    assert x0.extra["diffmask"]["prediction"] == "x0" and eps.extra["diffmask"]["prediction"] == "eps"
-    assert any(not torch.equal(p, q) for p, q in zip(x0.denoiser.parameters(), eps.denoiser.parameters()))
+    v = load_diffmask(_train(tmp_path / "v", 2, prediction="v"))
+    assert [m.extra["diffmask"]["prediction"] for m in (x0, eps, v)] == ["x0", "eps", "v"]
+    for other in (eps, v):
+        assert any(not torch.equal(p, q) for p, q in zip(x0.denoiser.parameters(), other.denoiser.parameters()))

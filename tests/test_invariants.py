@@ -6,6 +6,7 @@ import torch
 
 from lefusion.config import DenoiserConfig, ScheduleConfig
 from lefusion.diffusion.losses import class_masks, lesion_focused_loss
+from lefusion.diffusion.process import predict_x0, predict_x0_from_v, q_sample, velocity
 from lefusion.diffusion.repaint import inpaint_lesions
 from lefusion.diffusion.schedule import NoiseSchedule, cosine_betas, schedule_tables
 from lefusion.models import Denoiser
@@ -22,6 +23,21 @@ def test_schedule_finite_and_monotone():
         assert (betas > 0).all() and (betas <= 0.9999).all()
         assert (abar[1:] < abar[:-1]).all(), "abar must fall strictly"
         assert (tables["posterior_variance"] >= 0).all()
+
+
+def test_v_and_eps_parameterisations_recover_the_same_x0():
+    """x_t from eq. 4; the true v and the true eps must both give back x0 at every step."""
+    schedule = NoiseSchedule(ScheduleConfig(timesteps=50))
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand((50, 1, 2, 3, 3), generator=gen) * 2 - 1
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.arange(50)
+    x_t = q_sample(schedule, x0, t, noise)
+    assert torch.allclose(predict_x0_from_v(schedule, x_t, t, velocity(schedule, x0, t, noise)), x0, atol=1e-5)
+    assert torch.allclose(predict_x0(schedule, x_t[:40], t[:40], noise[:40]), x0[:40], atol=1e-4)
+    # v is neither target: at the first step it is mostly eps, at the last mostly -x0
+    v = velocity(schedule, x0, t, noise)
+    assert torch.allclose(v[0], noise[0], atol=0.05) and torch.allclose(v[-1], -x0[-1], atol=0.05)
 
 
 def test_lesion_focused_loss_blind_outside_lesion():

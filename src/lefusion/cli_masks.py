@@ -158,7 +158,8 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", type=int, nargs=3, default=[32, 32, 32], metavar=("D", "H", "W"), help="centre crop of the masks, 1 mm voxels")
     p.add_argument("--clipped", choices=["drop", "keep"], default="drop", help="masks touching the box border: leave out (default) or keep")
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l2")
-    p.add_argument("--prediction", choices=["x0", "eps"], default="x0", help="network target: the clean mask (default) or the noise")
+    p.add_argument("--prediction", choices=["x0", "eps", "v"], default="x0",
+                   help="network target: the clean mask (default), the noise, or v = sqrt(abar) eps - sqrt(1-abar) x0")
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--ema-every", type=int, default=1)
     p.add_argument("--save-every", type=int, default=250)

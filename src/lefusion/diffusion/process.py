@@ -26,6 +26,22 @@ def predict_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps:
     )
 
 
+def velocity(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The v target of Salimans & Ho 2022 (sec. 4): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0."""
+    return (
+        schedule.coef("sqrt_alphas_cumprod", t, x0.ndim) * noise
+        - schedule.coef("sqrt_one_minus_alphas_cumprod", t, x0.ndim) * x0
+    )
+
+
+def predict_x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x0 from a v prediction: x0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v (exact given eq. 4)."""
+    return (
+        schedule.coef("sqrt_alphas_cumprod", t, x_t.ndim) * x_t
+        - schedule.coef("sqrt_one_minus_alphas_cumprod", t, x_t.ndim) * v
+    )
+
+
 def q_posterior(
     schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +71,13 @@ def p_sample_from_eps(
 ) -> torch.Tensor:
     """One ancestral step x_t -> x_{t-1} given the network's noise prediction (x0 from eq. 4)."""
     return p_sample_from_x0(schedule, x_t, t, predict_x0(schedule, x_t, t, eps), noise)
+
+
+def p_sample_from_v(
+    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """One ancestral step x_t -> x_{t-1} given the network's v prediction."""
+    return p_sample_from_x0(schedule, x_t, t, predict_x0_from_v(schedule, x_t, t, v), noise)
 
 
 def renoise(schedule: NoiseSchedule, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

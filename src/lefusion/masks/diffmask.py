@@ -21,7 +21,9 @@ default is "x0"). Why x0 for masks: at high noise the eps form recovers x0 as
 sqrt((1 - abar) / abar), about 100 at the first step of a cosine schedule. A mask is almost all
 background, and an eps model trained for a few hundred steps turned those amplified errors into
 lesions that filled the whole box when no boundary held them in. Predicting x0 bounds the error
-by the data range.
+by the data range. "v" (Salimans & Ho 2022) keeps that bound at high noise (x0 = sqrt(abar) x_t -
+sqrt(1 - abar) v) while weighting low-noise steps like eps does; an x0 loss gives those steps,
+where a mask's fine boundary is drawn, a weight of only 1/SNR.
 
 Sampling (:func:`sample_masks`) is plain ancestral DDPM over all T steps (Ho et al. 2020, Alg. 2)
 with the sphere channel concatenated at every step. An optional boundary mask (e.g. the lung)
@@ -41,14 +43,16 @@ import torch
 from scipy import ndimage
 
 from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
-from ..diffusion.process import p_sample_from_eps, p_sample_from_x0
+from ..diffusion.schedule import NoiseSchedule
+from ..diffusion.process import p_sample_from_eps, p_sample_from_v, p_sample_from_x0, velocity
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
 from ..model import LeFusionModel
 
 BoundaryMode = Literal["noised", "hard"]
-Prediction = Literal["eps", "x0"]
-PREDICTIONS = ("eps", "x0")
+Prediction = Literal["eps", "x0", "v"]
+PREDICTIONS = ("eps", "x0", "v")
+_STEP_FROM = {"eps": p_sample_from_eps, "x0": p_sample_from_x0, "v": p_sample_from_v}
 SPACING_MM = (1.0, 1.0, 1.0)
 DEFAULT_SMOOTHING_SIGMA = 0.5  # voxels; see postprocess
 CONDITIONING = "equivalent-diameter sphere at centroid"
@@ -190,8 +194,17 @@ def load_diffmask(path: str | Path, weights: Literal["ema", "model"] = "ema", de
     return model
 
 
+def training_target(prediction: Prediction, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What a network of this parameterisation is trained to output for x_t = q_sample(x0, t, noise)."""
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return velocity(schedule, x0, t, noise)
+    return noise
+
+
 def model_prediction(model: LeFusionModel) -> Prediction:
-    """What the network outputs: "eps" (noise; the default, and the published diffmask.pt) or "x0"."""
+    """What the network outputs: "eps" (noise; the default, and the published diffmask.pt), "x0" or "v"."""
     prediction = model.extra.get("diffmask", {}).get("prediction", "eps")
     if prediction not in PREDICTIONS:
         raise LeFusionError(f"unknown DiffMask prediction {prediction!r} in the checkpoint (expected one of {PREDICTIONS})")
@@ -247,7 +260,7 @@ def sample_x0(
     spheres = np.asarray(spheres, dtype=bool)
     n, shape = spheres.shape[0], tuple(spheres.shape[1:])
     device, schedule, net = model.device, model.schedule, model.denoiser
-    step_from = p_sample_from_x0 if model_prediction(model) == "x0" else p_sample_from_eps
+    step_from = _STEP_FROM[model_prediction(model)]
     inside = None
     if boundary is not None:
         if np.shape(boundary) != shape:

@@ -30,7 +30,7 @@ from ..diffusion.losses import global_loss
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
 from ..training.session import open_run, resolve_device, step_generator
-from .diffmask import CONDITIONING, PREDICTIONS, SPACING_MM, Prediction, diffmask_model_config, mask_sphere
+from .diffmask import CONDITIONING, PREDICTIONS, SPACING_MM, Prediction, diffmask_model_config, mask_sphere, training_target
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -45,8 +45,8 @@ class DiffMaskTrainConfig:
     exact, "keep" trains on the cut masks. loss_type: "l2" (default) is DDPM's L_simple
     (Ho et al. 2020, eq. 14), whose minimiser is the posterior mean E[eps | x_t] that the ancestral
     step (eq. 11) assumes; "l1" (the public release) estimates the median instead. prediction:
-    the network's target, "x0" (default, the clean mask) or "eps" (the noise, as DDPM and the
-    public release).
+    the network's target, "x0" (default, the clean mask), "eps" (the noise, as DDPM and the
+    public release) or "v" (sqrt(abar) eps - sqrt(1 - abar) x0, Salimans & Ho 2022).
     """
 
     steps: int = 10000
@@ -177,7 +177,7 @@ def train_diffmask(
         noise = torch.randn(x0.shape, generator=gen)
         x0, sphere, t, noise = x0.to(device), sphere.to(device), t.to(device), noise.to(device)
         pred = model(torch.cat((q_sample(schedule, x0, t, noise), sphere), dim=1), t, None)
-        loss = global_loss(pred, x0 if cfg.prediction == "x0" else noise, cfg.loss_type)
+        loss = global_loss(pred, training_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
         loss.backward()
         run.finish_step(
             step, float(loss.item()), steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
