@@ -3,6 +3,8 @@
     python scripts/train_bundled_models.py demo_lung WORKDIR             # lung phantom + LeFusion model
     python scripts/train_bundled_models.py diffmask_lidc WORKDIR         # LIDC nodule masks + DiffMask
     python scripts/train_bundled_models.py demo_lung WORKDIR --bundle    # then copy it into the package
+    python scripts/train_bundled_models.py demo_lung_repaint WORKDIR     # the baselines of the CPU benchmark
+    python scripts/train_bundled_models.py demo_lung_cond_diffusion WORKDIR
 
 Each recipe is the exact list of `lefusion` commands below, run in WORKDIR (seeded, so the weights
 are reproducible on the same torch build; a run that is stopped and re-run resumes and gives the
@@ -23,16 +25,28 @@ from pathlib import Path
 
 PHANTOM = {"seed": 0, "roi_shape": [16, 32, 32], "spacing": [1.4, 1.4, 1.4], "n_pathological": 96, "n_normal": 12, "n_test": 8}
 ARCH = ["--dim", "16", "--dim-mults", "1", "2", "4", "--heads", "2", "--dim-head", "16"]
+DEMO_PHANTOM_COMMAND = ["phantom", "lung", "--out", "lung", "--n-pathological", "96", "--n-normal", "12", "--n-test", "8",
+                        "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "0"]  # fmt: skip
+# One optimisation recipe for the demo LeFusion model and the two diffusion baselines trained beside it
+# (RePaint = global loss, Cond-Diffusion = mask and masked image as input channels), so the CPU
+# segmentation benchmark compares the three at the same data, architecture and budget.
+DEMO_TRAIN = ["--data", "lung", "--steps", "4000", "--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4",
+              "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
+              *ARCH, "--timesteps", "100", "--roi-shape", "16", "32", "32"]  # fmt: skip
 RECIPES: dict[str, dict] = {
     "demo_lung": {
         "source": "lefusion demo model, trained on the lung phantom (scripts/train_bundled_models.py demo_lung)",
-        "commands": [
-            ["phantom", "lung", "--out", "lung", "--n-pathological", "96", "--n-normal", "12", "--n-test", "8",
-             "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "0"],
-            ["train", "--data", "lung", "--out", "run", "--steps", "4000", "--batch-size", "4", "--grad-accum", "1",
-             "--lr", "2e-4", "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
-             *ARCH, "--timesteps", "100", "--roi-shape", "16", "32", "32"],
-        ],  # fmt: skip
+        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", *DEMO_TRAIN[2:]]],
+        "extra": {"phantom": PHANTOM},
+    },
+    "demo_lung_repaint": {
+        "source": "RePaint baseline (global loss) beside the demo model (scripts/train_bundled_models.py demo_lung_repaint)",
+        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--loss", "global", *DEMO_TRAIN[2:]]],
+        "extra": {"phantom": PHANTOM},
+    },
+    "demo_lung_cond_diffusion": {
+        "source": "Cond-Diffusion baseline beside the demo model (scripts/train_bundled_models.py demo_lung_cond_diffusion)",
+        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--method", "cond-diffusion", *DEMO_TRAIN[2:]]],
         "extra": {"phantom": PHANTOM},
     },
     "diffmask_lidc": {
