@@ -2,6 +2,7 @@
 
     python benchmarks/diffmask_eval.py --checkpoint runs/diffmask/checkpoint \\
         --masks-dir ~/.cache/lefusion/lidc_masks [--n-shape 200] [--n-control 200] [--batch-size 8]
+    ... --raw outputs/dm_raw --postprocess 0.5,0 0,0 0,-0.3   # post-processing variants side by side
 
 The masks folder is the output of ``lefusion.masks.lidc.build_lidc_masks`` (lidc_masks_train.npz,
 lidc_masks_test.npz). Real sets are centre-cropped to the model's box; nodules touching the crop's
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lefusion.masks.diffmask import DEFAULT_SMOOTHING_SIGMA, control_sphere, load_diffmask, model_box, sample_masks
+from lefusion.masks.diffmask import DEFAULT_SMOOTHING_SIGMA, control_sphere, load_diffmask, model_box, postprocess, sample_x0
 from lefusion.masks.diffmask_train import prepare_masks
 from lefusion.masks.handcrafted import handcrafted_mask
 from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
@@ -54,11 +55,39 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows])
 
 
-def timed_sample(model, n: int, diameters, centres, boundary, args) -> tuple[list[np.ndarray], float]:
+def raw_samples(model, name: str, diameters, centres, boundary, args) -> tuple[np.ndarray, float]:
+    """Raw DiffMask samples (n, D, H, W) in [-1, 1] and seconds per sample. With --raw DIR they are
+    kept in DIR/NAME.npz and reused by a later run with the same weights and requests, so
+    post-processing variants can be compared without sampling again."""
+    spheres = np.stack([control_sphere(model_box(model), c, float(d)) for c, d in zip(centres, diameters)])
+    key = {"weights": model.weights_sha256, "seed": args.seed, "spheres": int(spheres.sum()), "n": len(spheres),
+           "boundary": None if boundary is None else int(boundary.sum())}  # fmt: skip
+    path = args.raw / f"{name}.npz" if args.raw else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) == repr(key):
+                return data["x0"], float(data["seconds"])
     started = time.perf_counter()
-    masks = sample_masks(model, n, list(diameters), centres, boundary, seed=args.seed, batch_size=args.batch_size,
-                         smoothing_sigma=args.smoothing_sigma)  # fmt: skip
-    return masks, (time.perf_counter() - started) / max(n, 1)
+    x0 = sample_x0(model, spheres, boundary, seed=args.seed, batch_size=args.batch_size).numpy()
+    seconds = (time.perf_counter() - started) / max(len(x0), 1)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, x0=x0, seconds=seconds, key=repr(key))
+        tmp.replace(path)
+    return x0, seconds
+
+
+def diffmask_variants(model, name: str, diameters, centres, boundary, args) -> dict[str, tuple[list[np.ndarray], float]]:
+    """One set of raw samples, post-processed with every --postprocess SIGMA,THRESHOLD variant."""
+    box = model_box(model)
+    x0, seconds = raw_samples(model, name, diameters, centres, boundary, args)
+    out = {}
+    for sigma, threshold in args.postprocess:
+        label = "DiffMask" if len(args.postprocess) == 1 else f"DiffMask s={sigma:g} thr={threshold:g}"
+        out[label] = ([postprocess(x, sigma, threshold, boundary, control_sphere(box, c, float(d)))
+                       for x, c, d in zip(x0, centres, diameters)], seconds)  # fmt: skip
+    return out
 
 
 def shape_table(model, box, train: np.ndarray, test: np.ndarray, args) -> str:
@@ -69,8 +98,8 @@ def shape_table(model, box, train: np.ndarray, test: np.ndarray, args) -> str:
     real_test, _ = descriptors(list(test))
     train_idx = rng.choice(len(train), size=min(len(train), args.n_real), replace=False)
     sets = {"real train (floor)": (descriptors([train[i] for i in train_idx]), float("nan"))}
-    dm, sec = timed_sample(model, args.n_shape, diameters, centre, None, args)
-    sets["DiffMask"] = (descriptors(dm), sec)
+    for label, (dm, sec) in diffmask_variants(model, "shape", diameters, [centre] * len(diameters), None, args).items():
+        sets[label] = (descriptors(dm), sec)
     started = time.perf_counter()
     hc = [handcrafted_mask(box, d, centre, generator=np.random.default_rng([args.seed, i])) for i, d in enumerate(diameters)]
     sets["hand-crafted"] = (descriptors(hc), (time.perf_counter() - started) / len(hc))
@@ -107,13 +136,13 @@ def control_table(model, box, test: np.ndarray, args) -> str:
     boundary = ellipsoid(box)
     spheres = [control_sphere(box, c, d) for c, d in zip(centres, diameters)]
     uncut = np.array([not (s & ~boundary).any() for s in spheres])
-    dm, sec = timed_sample(model, args.n_control, diameters, [tuple(c) for c in centres], boundary, args)
+    variants = diffmask_variants(model, "control", diameters, [tuple(c) for c in centres], boundary, args)
     started = time.perf_counter()
     hc = [handcrafted_mask(box, d, c, generator=np.random.default_rng([args.seed, 7, i]), boundary=boundary)
           for i, (d, c) in enumerate(zip(diameters, centres))]  # fmt: skip
     hc_sec = (time.perf_counter() - started) / len(hc)
     rows, bins = [], []
-    for name, masks, s in (("DiffMask", dm, sec), ("hand-crafted", hc, hc_sec)):
+    for name, (masks, s) in {**variants, "hand-crafted": (hc, hc_sec)}.items():
         got = np.array([eq_diameter(m) for m in masks])
         rel = np.abs(got / diameters - 1.0)
         err = np.array([np.linalg.norm(np.array(ndimage.center_of_mass(m)) - c) if m.any() else np.nan
@@ -134,6 +163,11 @@ def control_table(model, box, test: np.ndarray, args) -> str:
             + table(["method", "diameter mm", "n", "size +-20%", "median got/requested", "median centroid err"], bins))  # fmt: skip
 
 
+def _variant(text: str) -> tuple[float, float]:
+    sigma, threshold = (float(v) for v in text.split(","))
+    return sigma, threshold
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -144,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jitter", type=float, default=4.0, help="centre jitter in voxels for table (b)")
-    parser.add_argument("--smoothing-sigma", type=float, default=DEFAULT_SMOOTHING_SIGMA)
+    parser.add_argument("--postprocess", nargs="+", type=_variant, default=[(DEFAULT_SMOOTHING_SIGMA, 0.0)], metavar="SIGMA,THRESHOLD",
+                        help="post-processing variants compared on the same raw samples (default: the library's)")
+    parser.add_argument("--raw", type=Path, default=None, help="keep / reuse the raw samples in this folder")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip", choices=["shape", "control"], default=None)
     args = parser.parse_args(argv)
