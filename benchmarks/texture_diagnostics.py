@@ -4,6 +4,8 @@ TRAINING masks; prints markdown tables.
     python benchmarks/texture_diagnostics.py --data WORKDIR/lung          # the phantom the model learned
     python benchmarks/texture_diagnostics.py --data DATA --checkpoint RUN/checkpoint --cases 3
 
+(0) Presets vs families: every training lesion's histogram assigned to its nearest preset (W1),
+    counted per family; a preset that mixes families cannot ask for one.
 (a) Generation: lesions generated with every preset into the training masks of each family (plain
     ancestral sampling), against the real lesions those masks outline: mean HU and the fraction of
     lesion voxels denser than -300 HU (a part-solid nodule's solid core; ground glass stays below).
@@ -29,6 +31,7 @@ import torch
 
 from lefusion.checkpoints import load_model
 from lefusion.data.dataset import LesionRoiDataset
+from lefusion.data.histograms import wasserstein_1d_hist
 from lefusion.data.layouts import find_cases
 from lefusion.diffusion.process import predict_x0, q_sample
 from lefusion.diffusion.repaint import inpaint_lesions
@@ -42,9 +45,27 @@ def to_hu(v: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
     return (v + 1) / 2 * (hi - lo) + lo
 
 
-def family_datasets(model, data: Path, n: int) -> dict[str, LesionRoiDataset]:
+def training_cases(data: Path) -> tuple[list, dict[str, str]]:
+    """The pathological training cases and every case's phantom family."""
     families = {c["name"]: c.get("family") for c in json.loads((data / "phantom.json").read_text())["cases"]}
-    cases = [c for c in find_cases(data, role="pathological") if c.split == "train"]
+    return [c for c in find_cases(data, role="pathological") if c.split == "train"], families
+
+
+def preset_table(model, data: Path) -> str:
+    cases, families = training_cases(data)
+    hists = LesionRoiDataset(cases, model.config.preprocess, model.config.lesion_labels).hists
+    presets = torch.tensor(model.config.hist_presets, dtype=torch.float32)
+    nearest = wasserstein_1d_hist(hists[:, None].expand(-1, len(presets), -1), presets[None].expand(len(hists), -1, -1)).argmin(1)
+    lines = ["| family | n | " + " | ".join(f"nearest preset {k + 1}" for k in range(len(presets))) + " |", "|" + "---|" * (2 + len(presets))]
+    for family in FAMILIES:
+        idx = [i for i, c in enumerate(cases) if families.get(c.name) == family]
+        counts = [int((nearest[idx] == k).sum()) for k in range(len(presets))]
+        lines.append(f"| {family} | {len(idx)} | " + " | ".join(map(str, counts)) + " |")
+    return "\n".join(lines)
+
+
+def family_datasets(model, data: Path, n: int) -> dict[str, LesionRoiDataset]:
+    cases, families = training_cases(data)
     out = {}
     for family in FAMILIES:
         chosen = [c for c in cases if families.get(c.name) == family][:n]
@@ -120,6 +141,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint).eval()
+    print("### (0) Training lesions per family, by nearest preset\n\n" + preset_table(model, args.data) + "\n", flush=True)
     sets = family_datasets(model, args.data, args.cases)
     print(f"### (a) Generation into training masks ({args.checkpoint}; dense = > {DENSE_HU:.0f} HU)\n", flush=True)
     print(generation_table(model, sets, args.seed) + "\n")
