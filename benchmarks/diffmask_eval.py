@@ -183,10 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", type=Path, default=None, help="keep / reuse the raw samples in this folder")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip", choices=["shape", "control"], default=None)
+    parser.add_argument("--device", default="cpu", help="torch device for sampling, e.g. cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_diffmask(args.checkpoint)
+    model = load_diffmask(args.checkpoint, device=args.device)
     box = model_box(model)
     sets = {}
     for split in ("train", "test"):
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             sets[split], counts = prepare_masks(data["masks"], box, "drop")
         print(f"{split}: {counts} (box {box})")
     print(f"\nmodel: {args.checkpoint} T={model.schedule.num_timesteps} dim={model.config.denoiser.dim} "
-          f"mults={model.config.denoiser.dim_mults}; threads={torch.get_num_threads()}\n")  # fmt: skip
+          f"mults={model.config.denoiser.dim_mults}; {args.device}, threads={torch.get_num_threads()}\n")  # fmt: skip
     if args.skip != "shape":
         print(shape_table(model, box, sets["train"], sets["test"], args) + "\n")
     if args.skip != "control":

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--jump-n-sample", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--out", help="keep outputs here (default: a temporary folder)")
+    parser.add_argument("--device", default="cpu", help="torch device for sampling (cpu, cuda, auto)")
     args = parser.parse_args()
 
     model = load_model(args.checkpoint)
@@ -46,7 +47,7 @@ def main() -> None:
                            spacing=tuple(phantom.get("spacing", (1.4, 1.4, 1.4))))
     presets = tuple(str(i) for i in range(1, len(model.config.hist_presets) + 1))
     config = GenerateConfig(presets=presets, seed=args.seed, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
-                            batch_size=args.batch_size, max_cases=args.cases, previews=False)
+                            batch_size=args.batch_size, max_cases=args.cases, previews=False, device=args.device)
     manifest = json.loads(generate_dataset(model, data, work / "generated", config, progress=True).read_text())
     # seconds per lesion as recorded when each output was generated (a resumed run skips finished ones)
     per_lesion = [e["seconds"] for e in manifest["outputs"].values()]
@@ -68,7 +69,7 @@ def main() -> None:
         print(f"| preset {name} | " + " | ".join(cells) + f" | {int(matrix[i].argmin()) + 1} | "
               f"{to_hu(mean_intensity(hists[name])):.0f} ({to_hu(target_means[int(name) - 1]):.0f}) |")
     seconds = sum(per_lesion) / len(per_lesion)
-    print(f"\n{seconds:.1f} s per lesion (sampling time per batch / lesions in it; batch {args.batch_size}, CPU)")
+    print(f"\n{seconds:.1f} s per lesion (sampling time per batch / lesions in it; batch {args.batch_size}, {args.device})")
     (work / "texture_control.json").write_text(json.dumps({"conditions": names, "matrix": matrix.tolist(), "seconds_per_lesion": seconds}))
 
 
