@@ -31,7 +31,9 @@ cpu (2 CPU cores, < 30 minutes): phantom at the bundled model's ROI (16x32x32 vo
     sample: 100 network evaluations per lesion); Copy-Paste (donors: the 12 training lesions) and
     Hand-Crafted (the model's texture presets) on the same masks. RePaint and Cond-Diffusion are
     left out: each needs its own diffusion model trained, which does not fit in 30 minutes on a
-    CPU. Segmenter: MONAI 3D U-Net, 600 iterations, seeds 0 1 2 (21 runs).
+    CPU. Segmenter: MONAI 3D U-Net, 600 iterations, seeds 0 1 2 (21 runs). The steps of a stage
+    (the generate steps, the quality steps, the segmenter runs) go two at a time, one thread each:
+    these small models keep one core busy, so two 1-thread jobs beat one 2-thread job.
     Caveat the report repeats: the bundled model learned from 88 other phantom nodules, more lesions
     than the 12 that P has, so LeFusion's rows here include that extra knowledge of the phantom's
     lesion distribution; the gpu profile trains every generator on P's own training cases.
@@ -100,7 +102,9 @@ class Profile:
     phantom: `lefusion phantom lung` flags; models: method -> `lefusion train` flags for the
     diffusion models the profile trains (None = use the bundled model for LeFusion); methods: the
     generators compared, in table order; threads: OMP_NUM_THREADS for the commands (None = leave
-    the environment's)."""
+    the environment's); workers: steps of one stage (the generate steps, the quality steps) run
+    this many at a time, and the segmenter runs likewise (`evaluate segmentation --workers`); each
+    command gets `threads` threads."""
 
     name: str
     phantom: tuple[str, ...]
@@ -114,6 +118,7 @@ class Profile:
     patch_size: tuple[int, int, int]
     threads: int | None
     caveats: tuple[str, ...] = ()
+    workers: int = 1
 
 
 # Filled from the bundled model's config.json by `caveats`, so it stays true if the model is retrained.
@@ -156,8 +161,9 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         iterations=600,
         patch_size=(16, 16, 16),
-        threads=2,
+        threads=1,
         caveats=CPU_CAVEATS,
+        workers=2,
     ),
     "gpu": Profile(
         name="gpu",
@@ -288,7 +294,7 @@ def plan(profile: Profile) -> list[Step]:
     steps.append(Step("segmentation", ("seg/summary.md", "seg/summary.csv"), (
         "evaluate", "segmentation", "--real", REAL, "--synthetic", *synthetic, "--settings", "P", "P+P'", "P+N'",
         "--network", *profile.networks, "--seeds", *map(str, profile.seeds), "--iterations", str(profile.iterations),
-        "--out", "seg",
+        "--out", "seg", *(("--workers", str(profile.workers)) if profile.workers > 1 else ()),
     )))  # fmt: skip
     return steps
 
@@ -320,8 +326,9 @@ def is_done(workdir: Path, step: Step) -> dict | None:
     return record if all((workdir / out).exists() for out in step.outputs) else None
 
 
-def run_step(workdir: Path, step: Step, threads: int | None, in_process: bool) -> float:
-    """Run one step in `workdir`; returns its wall time in seconds. Raises SystemExit if it fails."""
+def run_step(workdir: Path, step: Step, threads: int | None, in_process: bool, log: Path | None = None) -> float:
+    """Run one step in `workdir`; returns its wall time in seconds. Raises SystemExit if it fails.
+    log: send the command's output there instead of this terminal (steps that run side by side)."""
     start = time.perf_counter()
     if step.action is not None:
         step.action(workdir)
@@ -340,9 +347,16 @@ def run_step(workdir: Path, step: Step, threads: int | None, in_process: bool) -
         env = dict(os.environ)
         if threads is not None:
             env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads follow it
-        result = subprocess.run([sys.executable, "-m", "lefusion", *(step.argv or ())], cwd=workdir, env=env)
+        command = [sys.executable, "-m", "lefusion", *(step.argv or ())]
+        if log is None:
+            result = subprocess.run(command, cwd=workdir, env=env)
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as handle:
+                result = subprocess.run(command, cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT)
         if result.returncode:
-            sys.exit(f"step {step.name} failed (exit code {result.returncode}): {step.command}")
+            where = f"; its output: {log}" if log is not None else ""
+            sys.exit(f"step {step.name} failed (exit code {result.returncode}): {step.command}{where}")
     seconds = time.perf_counter() - start
     record = {"command": step.command, "seconds": round(seconds, 1), "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     path = _record_path(workdir, step)
@@ -365,27 +379,65 @@ def check_profile(workdir: Path, profile: Profile) -> None:
     path.write_text(json.dumps({"profile": profile.name}))
 
 
+def stages(steps: Sequence[Step]) -> list[list[Step]]:
+    """Consecutive steps of one kind (name up to the first '-': generate, quality, ...); the steps of
+    a stage depend only on earlier stages, so they may run side by side."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if out and out[-1][0].name.split("-")[0] == step.name.split("-")[0]:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
 def run(profile: Profile, workdir: Path, threads: int | None, in_process: bool) -> list[Outcome]:
-    """Run (or resume) every step of `profile` in `workdir`, logging each command before it runs."""
+    """Run (or resume) every step of `profile` in `workdir`, logging each command before it runs.
+    With profile.workers > 1 (and not in-process), the steps of a stage run that many at a time,
+    each writing its output to WORKDIR/logs/NAME.log."""
     check_profile(workdir, profile)
     if threads is not None and in_process:
         import torch
 
         torch.set_num_threads(threads)  # a subprocess gets OMP_NUM_THREADS instead (run_step)
     steps = plan(profile)
-    outcomes = []
-    print(f"benchmark profile {profile.name} in {workdir} ({len(steps)} steps; threads: {threads or 'default'})", flush=True)
-    for k, step in enumerate(steps, 1):
-        record = is_done(workdir, step)
-        if record is not None:
-            print(f"[{k}/{len(steps)}] {step.name}: done in an earlier run ({record['seconds']} s), skipped\n  {step.command}", flush=True)
-            outcomes.append(Outcome(step, float(record["seconds"]), ran=False))
+    workers = 1 if in_process else profile.workers
+    outcomes: dict[str, Outcome] = {}
+    print(f"benchmark profile {profile.name} in {workdir} ({len(steps)} steps; threads: {threads or 'default'}; "
+          f"{workers} at a time)", flush=True)  # fmt: skip
+    number = {step.name: k for k, step in enumerate(steps, 1)}
+    todo: list[list[Step]] = []
+    for stage in stages(steps):
+        todo.append([])
+        for step in stage:
+            record = is_done(workdir, step)
+            if record is not None:
+                print(f"[{number[step.name]}/{len(steps)}] {step.name}: done in an earlier run ({record['seconds']} s), skipped\n"
+                      f"  {step.command}", flush=True)  # fmt: skip
+                outcomes[step.name] = Outcome(step, float(record["seconds"]), ran=False)
+            else:
+                todo[-1].append(step)
+    for stage in todo:
+        if workers > 1 and len(stage) > 1:
+            import concurrent.futures
+
+            def side_by_side(step: Step) -> float:
+                log = workdir / "logs" / f"{step.name}.log"
+                print(f"[{number[step.name]}/{len(steps)}] {step.name} (output: {log})\n$ {step.command}", flush=True)
+                seconds = run_step(workdir, step, threads, in_process, log=log)
+                print(f"  {step.name} done in {seconds:.1f} s", flush=True)
+                return seconds
+
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                for step, seconds in zip(stage, pool.map(side_by_side, stage)):
+                    outcomes[step.name] = Outcome(step, seconds, ran=True)
             continue
-        print(f"[{k}/{len(steps)}] {step.name}\n$ {step.command}", flush=True)
-        seconds = run_step(workdir, step, threads, in_process)
-        print(f"  {step.name} done in {seconds:.1f} s", flush=True)
-        outcomes.append(Outcome(step, seconds, ran=True))
-    return outcomes
+        for step in stage:
+            print(f"[{number[step.name]}/{len(steps)}] {step.name}\n$ {step.command}", flush=True)
+            seconds = run_step(workdir, step, threads, in_process)
+            print(f"  {step.name} done in {seconds:.1f} s", flush=True)
+            outcomes[step.name] = Outcome(step, seconds, ran=True)
+    return [outcomes[step.name] for step in steps]
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -502,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), required=True)
     parser.add_argument("--workdir", type=Path, help="work folder (default outputs/benchmark-PROFILE); re-running resumes it")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every command (default: cpu 2, smoke 1, gpu unchanged)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every command (default: cpu 1, with two commands or segmenter runs at a time; smoke 1; gpu unchanged)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--in-process", action="store_true",
                         help="run the lefusion commands in this interpreter instead of one process each "

@@ -244,6 +244,22 @@ def test_same_seed_same_result(lung, tmp_path):
     assert a == b
 
 
+def test_workers_give_the_same_results_as_one_process(lung, tmp_path):
+    config = BenchmarkConfig(settings=("P",), seeds=(0, 1), train=FAST)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers run 1 thread each; same arithmetic order, same numbers
+    try:
+        one = _read_csv(run_benchmark(lung, [], tmp_path / "one", config, progress=False)["per_case.csv"])
+    finally:
+        torch.set_num_threads(threads)
+    parallel = BenchmarkConfig(settings=("P",), seeds=(0, 1), train=FAST, workers=2, threads_per_worker=1)
+    two = _read_csv(run_benchmark(lung, [], tmp_path / "two", parallel, progress=False)["per_case.csv"])
+    assert len(one) == 2 * 2 and one == two
+    # the worker count is not part of the results' identity: a resumed run may use another
+    again = run_benchmark(lung, [], tmp_path / "two", config, progress=False)
+    assert _read_csv(again["per_case.csv"]) == two
+
+
 def test_two_lesion_classes_are_scored_separately(tmp_path):
     root = tmp_path / "cardiac"
     write_cardiac_phantom(root, n_pathological=4, n_normal=0, seed=0, roi_shape=(4, 16, 16), spacing=(8.0, 2.0, 2.0))

@@ -115,3 +115,49 @@ def test_profiles_plan_the_published_recipe():
     assert "--network dynunet swinunetr --seeds 0 1 2 3 4" in gpu[-1]
     for profile in ("cpu", "gpu", "smoke"):  # P' is only ever generated on training cases
         assert all("--data p_train" in c for c in (s.command for s in module.plan(module.PROFILES[profile])) if "_Pp --seed" in c)
+
+
+def test_steps_of_a_stage_run_side_by_side_and_stages_in_order(tmp_path, monkeypatch):
+    """With workers = 2, the steps of one stage overlap two at a time, never more, and no step
+    starts before every step of the earlier stages has finished."""
+    import dataclasses
+    import threading
+    import time
+
+    module = _load_script()
+    profile = dataclasses.replace(module.PROFILES["smoke"], workers=2)
+    kinds = [stage[0].name.split("-")[0] for stage in module.stages(module.plan(profile))]
+    assert kinds == ["phantom", "p_train", "train", "generate", "quality", "segmentation"]
+    lock, active, events = threading.Lock(), [0], []
+
+    def fake_step(workdir, step, threads, in_process, log=None):
+        with lock:
+            active[0] += 1
+            events.append(("start", step.name, active[0]))
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+            events.append(("end", step.name, active[0]))
+        return 0.05
+
+    monkeypatch.setattr(module, "run_step", fake_step)
+    outcomes = module.run(profile, tmp_path / "bench", threads=1, in_process=False)
+    assert [o.step.name for o in outcomes] == [s.name for s in module.plan(profile)]
+    assert max(n for kind, _, n in events if kind == "start") == 2
+    kind_of = lambda name: name.split("-")[0]  # noqa: E731
+    order = [stage[0].name.split("-")[0] for stage in module.stages(module.plan(profile))]
+    for i, (kind, name, _) in enumerate(events):
+        if kind == "start":  # every step of an earlier stage has ended before this one starts
+            earlier = {n for k, n, _ in events[:i] if k == "end"}
+            needed = {s.name for s in module.plan(profile) if order.index(kind_of(s.name)) < order.index(kind_of(name))}
+            assert needed <= earlier, f"{name} started before {needed - earlier} ended"
+
+
+def test_segmentation_step_gets_the_profile_workers():
+    import dataclasses
+
+    module = _load_script()
+    for workers in (1, 3):
+        profile = dataclasses.replace(module.PROFILES["cpu"], workers=workers)
+        argv = next(s for s in module.plan(profile) if s.name == "segmentation").argv
+        assert (argv[-2:] == ("--workers", "3")) if workers == 3 else ("--workers" not in argv)

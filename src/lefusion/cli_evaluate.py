@@ -34,6 +34,7 @@ def _segmentation(args: argparse.Namespace) -> int:
         train=train, width=args.width, deep_supervision=args.deep_supervision, nsd_tolerance=args.nsd_tolerance,
         test_fraction=args.test_fraction, split_seed=args.split_seed,
         lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None, modality=args.modality, device=args.device,
+        workers=args.workers, threads_per_worker=args.threads or 1,
     )
     specs = [parse_synthetic(text) for text in args.synthetic]
     paths = run_benchmark(args.real, specs, args.out, config)
@@ -76,7 +77,10 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", choices=["ct", "mri"], help="intensity normalisation (default by layout)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (per worker with --workers; default: torch's choice, 1 per worker)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained side by side, one process each (default 1). On a CPU, N workers x 1 thread "
+                   "finish the runs sooner than 1 process x N threads; the results are the same")  # fmt: skip
     p.add_argument("--out", required=True, help="results folder (resumes from the runs saved there)")
     p.set_defaults(handler=_segmentation)
 

@@ -26,7 +26,7 @@ from ...io import atomic_write_text
 from ...training.session import resolve_device
 from .data import Normaliser, Sample, largest_shape, read_cases, stack_padded, to_samples
 from .metrics import score_case
-from .networks import check_available, plan_network
+from .networks import NetworkPlan, check_available, plan_network
 from .report import write_report
 from .settings import DEFAULT_METHOD, SET_ROLE, SyntheticSpec, TrainingMix, plan_mixes
 from .sources import (
@@ -57,6 +57,11 @@ class BenchmarkConfig:
     lesion_labels: tuple[int, ...] | None = None
     modality: Modality | None = None
     device: str = "auto"
+    # Runs trained side by side, each in its own process with `threads_per_worker` torch threads.
+    # Small phantom-sized U-Nets barely use a second core, so on a CPU two 1-thread workers get
+    # through the runs faster than one 2-thread process. Results do not depend on it.
+    workers: int = 1
+    threads_per_worker: int = 1
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ def _fingerprint(ids: Sequence[str]) -> str:
 def _check_record(out: Path, real_root: Path, scheme: LabelScheme, split: RealSplit, config: BenchmarkConfig) -> None:
     """Refuse a results folder made with another dataset, test set or training recipe (its saved
     results would not be comparable); write the record on first use."""
-    fixed = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("settings", "networks", "seeds", "device")}
+    fixed = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("settings", "networks", "seeds", "device", "workers", "threads_per_worker")}
     record = json.loads(json.dumps({
         "real": str(real_root.resolve()), "labels": dataclasses.asdict(scheme), "test_cases": [c.name for c in split.test],
         "real_train_cases": [c.name for c in split.train], "config": fixed,
@@ -188,26 +193,69 @@ def _run_jobs(
     n_classes = len(scheme.all_labels)
     plans = {n: plan_network(n, shape, spacing, n_classes, config.width, config.deep_supervision) for n in config.networks}  # type: ignore[arg-type]
 
+    tasks = []
     for k, job in enumerate(todo, 1):
-        plan = plans[job.network]
         samples = real_train + [s for spec in job.mix.sets for s in synthetic[(spec.method, spec.set_name)]]
-        images, labels = stack_padded(samples, plan.input_shape)
-        start = time.perf_counter()
         desc = f"[{k}/{len(todo)}] {job.mix.setting} {job.mix.method} {job.network} seed {job.seed}"
-        net = train_segmenter(plan, images, labels, config.train, job.seed, device, desc, progress)
-        test_images, _ = stack_padded(test, plan.input_shape)
-        predictions = predict(net, test_images, device, config.train.amp)
-        rows = _score(job, test, predictions, scheme, config.nsd_tolerance)
-        record = {
-            "setting": job.mix.setting, "method": job.mix.method, "network": job.network, "seed": job.seed,
-            "plan": dataclasses.asdict(plan), "normalisation": dataclasses.asdict(normaliser), "device": str(device),
-            "training_cases": len(samples), "training_fingerprint": _fingerprint(training_ids[job.mix.slug]),
-            "seconds": round(time.perf_counter() - start, 1), "rows": rows,
-        }
-        atomic_write_text(out / RUNS / job.file_name, json.dumps(record, indent=1))
-        if progress:
-            dice = ", ".join(f"{r['class']} {r['dice']:.3f}" for r in _class_means(rows))
-            print(f"{desc}: {len(samples)} training cases, {record['seconds']} s; mean Dice {dice}")
+        tasks.append(_RunTask(job, plans[job.network], samples, test, scheme, config, device, out,
+                              _fingerprint(training_ids[job.mix.slug]), dataclasses.asdict(normaliser), desc))  # fmt: skip
+    if config.workers <= 1:
+        for task in tasks:
+            _report_run(task, _train_and_score(task, progress), progress)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit torch's thread pools in an undefined state.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=context, initializer=torch.set_num_threads,
+                                                initargs=(config.threads_per_worker,)) as pool:  # fmt: skip
+        futures = {pool.submit(_train_and_score, task, False): task for task in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            _report_run(futures[future], future.result(), progress)
+
+
+@dataclass(frozen=True)
+class _RunTask:
+    """Everything one segmenter run needs; picklable, so a worker process can run it."""
+
+    job: Job
+    plan: NetworkPlan
+    samples: list[Sample]
+    test: list[Sample]
+    scheme: LabelScheme
+    config: BenchmarkConfig
+    device: torch.device
+    out: Path
+    fingerprint: str
+    normalisation: dict
+    desc: str
+
+
+def _train_and_score(task: _RunTask, progress: bool) -> dict:
+    """Train one segmenter on task.samples, predict and score the test cases, save the record
+    atomically to out/runs/<job>.json and return it."""
+    job, plan, config = task.job, task.plan, task.config
+    images, labels = stack_padded(task.samples, plan.input_shape)
+    start = time.perf_counter()
+    net = train_segmenter(plan, images, labels, config.train, job.seed, task.device, task.desc, progress)
+    test_images, _ = stack_padded(task.test, plan.input_shape)
+    predictions = predict(net, test_images, task.device, config.train.amp)
+    rows = _score(job, task.test, predictions, task.scheme, config.nsd_tolerance)
+    record = {
+        "setting": job.mix.setting, "method": job.mix.method, "network": job.network, "seed": job.seed,
+        "plan": dataclasses.asdict(plan), "normalisation": task.normalisation, "device": str(task.device),
+        "training_cases": len(task.samples), "training_fingerprint": task.fingerprint,
+        "seconds": round(time.perf_counter() - start, 1), "rows": rows,
+    }
+    atomic_write_text(task.out / RUNS / job.file_name, json.dumps(record, indent=1))
+    return record
+
+
+def _report_run(task: _RunTask, record: dict, progress: bool) -> None:
+    if progress:
+        dice = ", ".join(f"{r['class']} {r['dice']:.3f}" for r in _class_means(record["rows"]))
+        print(f"{task.desc}: {record['training_cases']} training cases, {record['seconds']} s; mean Dice {dice}", flush=True)
 
 
 def _score(job: Job, test: Sequence[Sample], predictions: torch.Tensor, scheme: LabelScheme, tolerance: float) -> list[dict]:
