@@ -33,7 +33,8 @@ cpu (2 CPU cores, < 30 minutes): phantom at the bundled model's ROI (16x32x32 vo
     left out: each needs its own diffusion model trained, which does not fit in 30 minutes on a
     CPU. Segmenter: MONAI 3D U-Net, 600 iterations, seeds 0 1 2 (21 runs). The steps of a stage
     (the generate steps, the quality steps, the segmenter runs) go two at a time, one thread each:
-    these small models keep one core busy, so two 1-thread jobs beat one 2-thread job.
+    these small models barely use a second thread (4 U-Net runs of 600 iterations: 83.6 s as one
+    2-thread process, 62.5 s as two 1-thread workers, benchmarks/segmentation_workers.py).
     Caveat the report repeats: the bundled model learned from 88 other phantom nodules, more lesions
     than the 12 that P has, so LeFusion's rows here include that extra knowledge of the phantom's
     lesion distribution; the gpu profile trains every generator on P's own training cases.
