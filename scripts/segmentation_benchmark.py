@@ -246,11 +246,16 @@ def copy_training_cases(workdir: Path) -> None:
     tmp.rename(final)
 
 
+# A profile that trains no models generates with these, by name (lefusion.checkpoints.loading.BUNDLED_MODELS):
+# the demo model and the two baselines trained beside it by the same recipe (scripts/train_bundled_models.py).
+BUNDLED_BY_METHOD = {"lefusion": "demo_lung", "repaint": "demo_lung_repaint", "cond-diffusion": "demo_lung_cond_diffusion"}
+
+
 def checkpoint_of(profile: Profile, method: str) -> str:
-    """The checkpoint a diffusion method generates with: the bundled model for LeFusion when the
-    profile trains none, else the method's run folder."""
+    """The checkpoint a diffusion method generates with: its bundled model when the profile trains
+    none, else the method's run folder."""
     if profile.models is None:
-        return "demo_lung"  # a bundled model, by name (lefusion.checkpoints.loading.BUNDLED_MODELS)
+        return BUNDLED_BY_METHOD[method]
     return f"runs/{method}/checkpoint"
 
 

@@ -161,3 +161,19 @@ def test_segmentation_step_gets_the_profile_workers():
         profile = dataclasses.replace(module.PROFILES["cpu"], workers=workers)
         argv = next(s for s in module.plan(profile) if s.name == "segmentation").argv
         assert (argv[-2:] == ("--workers", "3")) if workers == 3 else ("--workers" not in argv)
+
+
+def test_profiles_without_training_generate_with_shipped_models():
+    """A profile that trains no models (cpu) may only list diffusion methods whose bundled model is
+    shipped in the package; the others generate from their own run folders."""
+    from lefusion.checkpoints.loading import BUNDLED_MODELS, bundled_model_dir
+
+    module = _load_script()
+    for profile in module.PROFILES.values():
+        for method in set(profile.methods) & set(module.BUNDLED_BY_METHOD):
+            checkpoint = module.checkpoint_of(profile, method)
+            if profile.models is None:
+                assert checkpoint in BUNDLED_MODELS
+                assert (bundled_model_dir(checkpoint) / "model.safetensors").is_file(), f"{profile.name}: {checkpoint} is not shipped"
+            else:
+                assert checkpoint == f"runs/{method}/checkpoint"

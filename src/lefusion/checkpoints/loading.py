@@ -55,7 +55,8 @@ def legacy_model_config(denoiser_cfg, schedule_cfg, source: str) -> ModelConfig:
     )
 
 
-BUNDLED_MODELS = ("demo_lung", "diffmask_lidc")
+# The demo model, its two diffusion baselines for the CPU benchmark (when shipped), and DiffMask.
+BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc")
 
 
 def bundled_model_dir(name: str) -> Path:
