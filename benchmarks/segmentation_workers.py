@@ -5,8 +5,9 @@ a small lung phantom, for several (workers x threads) layouts of the same cores;
     python benchmarks/segmentation_workers.py --layouts 1x4 2x2 4x1 --runs 8
 
 Every layout trains the same runs (setting P, seeds 0..runs-1, the CPU benchmark's U-Net and
-iterations) into its own folder, so each starts from nothing; the per-case results must be equal
-(checked), only the time may differ. Run it on an otherwise idle machine.
+iterations) into its own folder, so each starts from nothing. The table says whether the per-case
+results came out identical (layouts with other thread counts may differ in float summation order).
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
             torch.set_num_threads(before)
         seconds = time.perf_counter() - start
         with open(paths["per_case.csv"], newline="") as handle:
-            results[(workers, threads)] = [{k: v for k, v in r.items()} for r in csv.DictReader(handle)]
+            results[(workers, threads)] = list(csv.DictReader(handle))
         rows.append((workers, threads, seconds))
     first = next(iter(results.values()))
     same = all(r == first for r in results.values())

@@ -423,26 +423,24 @@ def run(profile: Profile, workdir: Path, threads: int | None, in_process: bool) 
                 outcomes[step.name] = Outcome(step, float(record["seconds"]), ran=False)
             else:
                 todo[-1].append(step)
+
+    def execute(step: Step, side_by_side: bool) -> Outcome:
+        # steps that run side by side write their output to a log each instead of interleaving here
+        log = workdir / "logs" / f"{step.name}.log" if side_by_side else None
+        print(f"[{number[step.name]}/{len(steps)}] {step.name}" + (f" (output: {log})" if log else "") + f"\n$ {step.command}", flush=True)
+        seconds = run_step(workdir, step, threads, in_process, log=log)
+        print(f"  {step.name} done in {seconds:.1f} s", flush=True)
+        return Outcome(step, seconds, ran=True)
+
     for stage in todo:
         if workers > 1 and len(stage) > 1:
             import concurrent.futures
 
-            def side_by_side(step: Step) -> float:
-                log = workdir / "logs" / f"{step.name}.log"
-                print(f"[{number[step.name]}/{len(steps)}] {step.name} (output: {log})\n$ {step.command}", flush=True)
-                seconds = run_step(workdir, step, threads, in_process, log=log)
-                print(f"  {step.name} done in {seconds:.1f} s", flush=True)
-                return seconds
-
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                for step, seconds in zip(stage, pool.map(side_by_side, stage)):
-                    outcomes[step.name] = Outcome(step, seconds, ran=True)
-            continue
-        for step in stage:
-            print(f"[{number[step.name]}/{len(steps)}] {step.name}\n$ {step.command}", flush=True)
-            seconds = run_step(workdir, step, threads, in_process)
-            print(f"  {step.name} done in {seconds:.1f} s", flush=True)
-            outcomes[step.name] = Outcome(step, seconds, ran=True)
+                done = list(pool.map(lambda step: execute(step, True), stage))
+        else:
+            done = [execute(step, False) for step in stage]
+        outcomes.update((o.step.name, o) for o in done)
     return [outcomes[step.name] for step in steps]
 
 

@@ -12,8 +12,9 @@ same weights as an uninterrupted one). --bundle copies the EMA checkpoint into t
 records the commands (and, for the demo, the phantom settings it needs) in its config.json.
 Transition (2026-11-22): the recipes now train with --loss-type l2 (see DEMO_TRAIN); the demo_lung
 currently bundled was trained with the release's L1 (its config.json records its exact commands)
-and is replaced once the L2 run has finished. Measured on 2 idle CPU cores: demo_lung about 1.1 s per step (2 threads), diffmask_lidc about
-3 s per step (1 thread).
+and is replaced once the L2 run has finished.
+Measured on 2 idle CPU cores: demo_lung about 1.1 s per step (2 threads), diffmask_lidc about 3 s
+per step (1 thread).
 """
 
 from __future__ import annotations
