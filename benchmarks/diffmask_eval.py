@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lefusion.masks.diffmask import DEFAULT_SMOOTHING_SIGMA, control_sphere, load_diffmask, model_box, postprocess, sample_x0
+from lefusion.masks.diffmask import DEFAULT_SMOOTHING_SIGMA, control_regions, load_diffmask, model_box, model_control, postprocess, sample_x0
 from lefusion.masks.diffmask_train import prepare_masks
 from lefusion.masks.handcrafted import handcrafted_mask
 from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
@@ -55,18 +55,18 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows])
 
 
-def raw_samples(model, name: str, diameters, centres, boundary, args) -> tuple[np.ndarray, float]:
-    """Raw DiffMask samples (n, D, H, W) in [-1, 1] and seconds per sample. With --raw DIR they are
-    kept in DIR/NAME.npz and reused by a later run with the same weights and requests, so
-    post-processing variants can be compared without sampling again."""
-    spheres = np.stack([control_sphere(model_box(model), c, float(d)) for c, d in zip(centres, diameters)])
+def raw_samples(model, name: str, diameters, centres, boundary, args) -> tuple[np.ndarray, np.ndarray, float]:
+    """Raw DiffMask samples (n, D, H, W) in [-1, 1], their control regions (n, D, H, W) and seconds
+    per sample. With --raw DIR the samples are kept in DIR/NAME.npz and reused by a later run with
+    the same weights and requests, so post-processing variants can be compared without sampling again."""
+    spheres = control_regions(model, model_box(model), centres, diameters, args.seed)
     key = {"weights": model.weights_sha256, "seed": args.seed, "spheres": int(spheres.sum()), "n": len(spheres),
            "boundary": None if boundary is None else int(boundary.sum())}  # fmt: skip
     path = args.raw / f"{name}.npz" if args.raw else None
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as data:
             if str(data["key"]) == repr(key):
-                return data["x0"], float(data["seconds"])
+                return data["x0"], spheres, float(data["seconds"])
     started = time.perf_counter()
     x0 = sample_x0(model, spheres, boundary, seed=args.seed, batch_size=args.batch_size).numpy()
     seconds = (time.perf_counter() - started) / max(len(x0), 1)
@@ -75,18 +75,16 @@ def raw_samples(model, name: str, diameters, centres, boundary, args) -> tuple[n
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, x0=x0, seconds=seconds, key=repr(key))
         tmp.replace(path)
-    return x0, seconds
+    return x0, spheres, seconds
 
 
 def diffmask_variants(model, name: str, diameters, centres, boundary, args) -> dict[str, tuple[list[np.ndarray], float]]:
     """One set of raw samples, post-processed with every --postprocess SIGMA,THRESHOLD variant."""
-    box = model_box(model)
-    x0, seconds = raw_samples(model, name, diameters, centres, boundary, args)
+    x0, regions, seconds = raw_samples(model, name, diameters, centres, boundary, args)
     out = {}
     for sigma, threshold in args.postprocess:
-        label = "DiffMask" if len(args.postprocess) == 1 else f"DiffMask s={sigma:g} thr={threshold:g}"
-        out[label] = ([postprocess(x, sigma, threshold, boundary, control_sphere(box, c, float(d)))
-                       for x, c, d in zip(x0, centres, diameters)], seconds)  # fmt: skip
+        label = "DiffMask" if len(args.postprocess) == 1 else f"DiffMask s={sigma:g} thr={threshold}"
+        out[label] = ([postprocess(x, sigma, threshold, boundary, r) for x, r in zip(x0, regions)], seconds)
     return out
 
 
@@ -134,8 +132,8 @@ def ellipsoid(box, fraction: float = 0.35) -> np.ndarray:
 def control_table(model, box, test: np.ndarray, args) -> str:
     diameters, centres = control_requests(box, test, args.n_control, args.seed, args.jitter)
     boundary = ellipsoid(box)
-    spheres = [control_sphere(box, c, d) for c, d in zip(centres, diameters)]
-    uncut = np.array([not (s & ~boundary).any() for s in spheres])
+    regions = control_regions(model, box, [tuple(c) for c in centres], diameters, args.seed)
+    uncut = np.array([not (r & ~boundary).any() for r in regions])  # the model's own control regions
     variants = diffmask_variants(model, "control", diameters, [tuple(c) for c in centres], boundary, args)
     started = time.perf_counter()
     hc = [handcrafted_mask(box, d, c, generator=np.random.default_rng([args.seed, 7, i]), boundary=boundary)
@@ -163,9 +161,9 @@ def control_table(model, box, test: np.ndarray, args) -> str:
             + table(["method", "diameter mm", "n", "size +-20%", "median got/requested", "median centroid err"], bins))  # fmt: skip
 
 
-def _variant(text: str) -> tuple[float, float]:
-    sigma, threshold = (float(v) for v in text.split(","))
-    return sigma, threshold
+def _variant(text: str) -> tuple[float, float | str]:
+    sigma, threshold = text.split(",")
+    return float(sigma), threshold if threshold == "size" else float(threshold)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jitter", type=float, default=4.0, help="centre jitter in voxels for table (b)")
-    parser.add_argument("--postprocess", nargs="+", type=_variant, default=[(DEFAULT_SMOOTHING_SIGMA, 0.0)], metavar="SIGMA,THRESHOLD",
-                        help="post-processing variants compared on the same raw samples (default: the library's)")
+    parser.add_argument("--postprocess", nargs="+", type=_variant, default=[(DEFAULT_SMOOTHING_SIGMA, "size")], metavar="SIGMA,THRESHOLD",
+                        help="post-processing variants compared on the same raw samples (default: the library's); "
+                             "THRESHOLD 'size' matches the requested volume")
     parser.add_argument("--raw", type=Path, default=None, help="keep / reuse the raw samples in this folder")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip", choices=["shape", "control"], default=None)
@@ -195,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             sets[split], counts = prepare_masks(data["masks"], box, "drop")
         print(f"{split}: {counts} (box {box})")
     print(f"\nmodel: {args.checkpoint} T={model.schedule.num_timesteps} dim={model.config.denoiser.dim} "
-          f"mults={model.config.denoiser.dim_mults}; {args.device}, threads={torch.get_num_threads()}\n")  # fmt: skip
+          f"mults={model.config.denoiser.dim_mults} control={model_control(model)}; {args.device}, threads={torch.get_num_threads()}\n")  # fmt: skip
     if args.skip != "shape":
         print(shape_table(model, box, sets["train"], sets["test"], args) + "\n")
     if args.skip != "control":

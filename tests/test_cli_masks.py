@@ -49,5 +49,10 @@ def test_masks_train_from_an_npz(tmp_path, capsys):
     assert main(argv) == 0
     model = load_diffmask(tmp_path / "run" / "checkpoint")
     assert model.extra["diffmask"]["prediction"] == "x0" and model.extra["train"]["steps"] == 2
+    assert model.extra["diffmask"]["control"] == "sphere" and "control_forms" not in model.extra["diffmask"]
+    argv[argv.index("--out") + 1] = str(tmp_path / "ellipsoid")
+    assert main([*argv, "--control", "ellipsoid"]) == 0
+    ellipsoid = load_diffmask(tmp_path / "ellipsoid" / "checkpoint").extra["diffmask"]
+    assert ellipsoid["control"] == "ellipsoid" and len(ellipsoid["control_forms"]) == 3
     assert main(["masks", "train", "--masks", str(tmp_path / "none.npz"), "--out", str(tmp_path / "r2")]) == 2
     assert "none.npz" in capsys.readouterr().err

@@ -227,7 +227,7 @@ def test_prediction_flag_decides_how_the_output_is_read(prediction, expect_empty
     for a v model x0 = sqrt(abar) x_t + sqrt(1 - abar), which ends near +1 (lesion) as abar -> 1."""
     config = diffmask_model_config(TINY, timesteps=8, box=BOX)
     model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"box": list(BOX), "prediction": prediction}})
-    masks = sample_masks(model, 2, 5.0, seed=0)
+    masks = sample_masks(model, 2, 5.0, seed=0, threshold=0.0)  # a fixed level ("size" fills the request)
     assert all((m.sum() == 0) == expect_empty for m in masks)
 
 
@@ -245,3 +245,68 @@ def test_prediction_is_recorded_and_changes_training(tmp_path):
     assert [m.extra["diffmask"]["prediction"] for m in (x0, eps, v)] == ["x0", "eps", "v"]
     for other in (eps, v):
         assert any(not torch.equal(p, q) for p, q in zip(x0.denoiser.parameters(), other.denoiser.parameters()))
+
+
+def test_size_threshold_matches_requested_volume_on_a_level_set():
+    """threshold="size" picks the level whose kept lesion has the sphere's voxel count: on a radial
+    ramp the result is the ball of that volume, inside a boundary its clipped volume, and a
+    component away from the sphere is never kept."""
+    box = (16, 16, 16)
+    grid = np.stack(np.meshgrid(*[np.arange(s) - 7.5 for s in box], indexing="ij"))
+    ramp = 1.0 - np.sqrt((grid**2).sum(0)) / 6.0  # > 0 inside radius 6, decreasing outwards
+    ramp += 1e-6 * np.random.default_rng(0).random(box)  # break the ties within a shell: every count is reachable
+    ramp[0:2, 0:2, 0:2] = 1.0  # a bright speck far from the request
+    sphere = control_sphere(box, (7.5, 7.5, 7.5), 7.0)
+    out = postprocess(ramp, smoothing_sigma=0.0, threshold="size", sphere=sphere)
+    assert out.sum() == sphere.sum() and not out[0, 0, 0]
+    assert ndimage.label(out)[1] == 1
+    fixed = postprocess(ramp, smoothing_sigma=0.0, threshold=0.0, sphere=sphere)
+    assert fixed.sum() > 1.5 * sphere.sum()  # the fixed level would have kept the radius-6 ball
+    half = np.zeros(box, bool)
+    half[:8] = True
+    clipped = postprocess(ramp, smoothing_sigma=0.0, threshold="size", boundary=half, sphere=sphere)
+    assert not (clipped & ~half).any() and clipped.sum() == (sphere & half).sum()
+    assert not postprocess(ramp, threshold="size", sphere=np.zeros(box, bool)).any()
+    with pytest.raises(LeFusionError, match="sphere"):
+        postprocess(ramp, threshold="size")
+    with pytest.raises(LeFusionError, match="'size'"):
+        postprocess(ramp, threshold="large", sphere=sphere)
+
+
+def test_ellipsoid_control_keeps_volume_centroid_and_proportions():
+    from lefusion.masks.control_region import control_region, mask_control, mask_form, pack_forms, unpack_form
+
+    box = (24, 24, 24)
+    slab = np.zeros(box, bool)
+    slab[10:14, 6:18, 9:15] = True  # 4 x 12 x 6 voxels
+    region = mask_control(slab, "ellipsoid")
+    assert region.sum() == slab.sum()
+    np.testing.assert_allclose(ndimage.center_of_mass(region), ndimage.center_of_mass(slab), atol=0.05)
+    extent = np.ptp(np.argwhere(region), axis=0) + 1
+    assert extent[1] > extent[2] > extent[0]  # the same order of axis lengths as the slab
+    sphere = mask_control(slab, "sphere")
+    assert sphere.sum() == slab.sum() and len(set(np.ptp(np.argwhere(sphere), axis=0))) == 1
+    form = mask_form(slab)
+    assert np.isclose(np.linalg.det(form), 1.0) and np.allclose(unpack_form(pack_forms([form])[0]), form, atol=1e-5)
+    one_voxel = np.zeros(box, bool)
+    one_voxel[3, 3, 3] = True
+    assert np.allclose(mask_form(one_voxel), np.eye(3))  # a single voxel is a unit cube: isotropic
+    with pytest.raises(LeFusionError, match="positive definite"):
+        control_region(box, (12, 12, 12), 5.0, form=np.diag([1.0, 1.0, -1.0]))
+
+
+def test_ellipsoid_model_records_forms_and_samples_them(tmp_path):
+    """A model trained with control="ellipsoid" stores its training lesions' forms, and sampling
+    draws one per request (seeded); the regions keep the requested volume."""
+    from lefusion.masks.diffmask import control_regions
+
+    model = load_diffmask(_train(tmp_path / "ell", 2, control="ellipsoid"))
+    assert model.extra["diffmask"]["control"] == "ellipsoid" and len(model.extra["diffmask"]["control_forms"]) == 6
+    centres, diameters = [(3.5, 7.5, 7.5)] * 3, [5.0] * 3
+    regions = control_regions(model, BOX, centres, diameters, seed=4)
+    assert np.array_equal(regions, control_regions(model, BOX, centres, diameters, seed=4))
+    assert all(r.sum() == control_sphere(BOX, c, d).sum() for r, c, d in zip(regions, centres, diameters))
+    masks = sample_masks(model, 3, 5.0, seed=4)
+    assert [m.shape for m in masks] == [BOX] * 3
+    with pytest.raises(ValueError, match="control"):
+        DiffMaskTrainConfig(control="cube")

@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = DiffMaskTrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, box=tuple(args.box), clipped=args.clipped,
-        loss_type=args.loss_type, prediction=args.prediction, ema_decay=args.ema_decay, ema_every=args.ema_every,
+        loss_type=args.loss_type, prediction=args.prediction, control=args.control, ema_decay=args.ema_decay, ema_every=args.ema_every,
         save_every=args.save_every, device=args.device,
     )
     checkpoint = train_diffmask(_training_masks(Path(args.masks)), args.out, config, denoiser_from_args(args), args.timesteps)
@@ -96,6 +96,16 @@ def _zyx(text: str) -> tuple[float, float, float]:
         return tuple(float(v) for v in parts)  # type: ignore[return-value]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected Z,Y,X numbers, got {text!r}") from exc
+
+
+def _threshold(text: str) -> float | str:
+    """'size' or a number in [-1, 1] (argparse type for masks sample --threshold)."""
+    if text == "size":
+        return text
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'size' or a number in [-1, 1], got {text!r}") from exc
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -119,7 +129,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     meta_path = write_diffmask_dataset(
         model, args.out, args.n, args.diameter[0] if len(args.diameter) == 1 else args.diameter, args.center,
-        args.like, args.boundary, args.seed, args.label, args.batch_size, progress,
+        args.like, args.boundary, args.seed, args.label, args.batch_size, progress, args.threshold,
     )
     bar.close()
     samples = json.loads(meta_path.read_text())["samples"]
@@ -160,6 +170,9 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l2")
     p.add_argument("--prediction", choices=["x0", "eps", "v"], default="x0",
                    help="network target: the clean mask (default), the noise, or v = sqrt(abar) eps - sqrt(1-abar) x0")
+    p.add_argument("--control", choices=["sphere", "ellipsoid"], default="sphere",
+                   help="control region: the equivalent-diameter sphere (default, as the paper) or an ellipsoid with the "
+                        "lesion's proportions (sampling then draws them from the training lesions)")
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--ema-every", type=int, default=1)
     p.add_argument("--save-every", type=int, default=250)
@@ -177,6 +190,8 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boundary", help="mask volume (e.g. lung) every lesion must stay inside; without --like its grid is used")
     p.add_argument("--seed", type=int, default=0, help="mask i uses seed + i")
     p.add_argument("--label", type=int, default=1, help="label id written for the lesion")
+    p.add_argument("--threshold", type=_threshold, default="size",
+                   help="'size' (default): the level at which each mask has the requested volume; or a fixed level in [-1, 1], e.g. 0")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

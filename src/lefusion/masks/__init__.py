@@ -4,6 +4,7 @@
 - :mod:`lefusion.masks.handcrafted`: ``handcrafted_mask`` (Hu et al. 2023 style synthetic lesions)
 - :mod:`lefusion.masks.shape`: ``shape_descriptors``, ``shape_distance``
 - :mod:`lefusion.masks.diffmask`: ``load_diffmask``, ``sample_masks`` (DiffMask with size/location control)
+- :mod:`lefusion.masks.control_region`: ``control_region``, ``mask_form`` (DiffMask's control sphere / ellipsoid)
 - :mod:`lefusion.masks.placement`: ``sample_masks_in_volume`` (masks on a scan's own grid)
 - :mod:`lefusion.masks.diffmask_train`: ``DiffMaskTrainConfig``, ``train_diffmask``
 """

@@ -12,7 +12,9 @@ equal volume, mm), so we condition on the sphere of the mask's own equivalent di
 the mask's centroid: the requested diameter and centre map directly onto the generated lesion's
 equivalent diameter and centroid. :func:`control_sphere` rasterises such a sphere with exactly the
 requested volume (the k voxels nearest the centre, k = round(V / voxel volume)), so training
-spheres have exactly their mask's voxel count.
+spheres have exactly their mask's voxel count. A model trained with ``control="ellipsoid"``
+conditions instead on the ellipsoid with the mask's volume, centroid and second moments, and at
+sampling draws those proportions from its training lesions (:mod:`lefusion.masks.control_region`).
 
 Parameterisation. The network predicts either the noise eps (DDPM's choice, and the public
 release's) or the clean mask x0 directly (``extra['diffmask']['prediction']``; our training
@@ -29,6 +31,9 @@ Sampling (:func:`sample_masks`) is plain ancestral DDPM over all T steps (Ho et 
 with the sphere channel concatenated at every step. An optional boundary mask (e.g. the lung)
 is enforced at every reverse step and once more after post-processing, so every sample lies 100 %
 inside it. :func:`postprocess` smooths, thresholds and keeps the component(s) touching the sphere.
+The threshold defaults to "size": per sample, the level at which the kept lesion has the requested
+volume, so size control does not depend on how well the network is calibrated (a fixed level of 0
+left 14 of 200 small requests empty with the bundled model; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -43,19 +48,18 @@ import torch
 from scipy import ndimage
 
 from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
-from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.process import p_sample_from_eps, p_sample_from_v, p_sample_from_x0, velocity
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
 from ..model import LeFusionModel
+from .control_region import SPACING_MM, ControlKind, control_region, mask_control, unpack_form
 
 BoundaryMode = Literal["noised", "hard"]
 Prediction = Literal["eps", "x0", "v"]
+Threshold = float | Literal["size"]  # a fixed level in [-1, 1], or "size": see postprocess
 PREDICTIONS = ("eps", "x0", "v")
 _STEP_FROM = {"eps": p_sample_from_eps, "x0": p_sample_from_x0, "v": p_sample_from_v}
-SPACING_MM = (1.0, 1.0, 1.0)
 DEFAULT_SMOOTHING_SIGMA = 0.5  # voxels; see postprocess
-CONDITIONING = "equivalent-diameter sphere at centroid"
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity, as shape_descriptors counts components
 
 
@@ -80,70 +84,54 @@ def diffmask_model_config(denoiser: DenoiserConfig, timesteps: int, box: Sequenc
 
 
 def control_sphere(
-    shape: Sequence[int],
-    center_zyx: Sequence[float],
-    diameter_mm: float,
-    spacing: Sequence[float] = SPACING_MM,
+    shape: Sequence[int], center_zyx: Sequence[float], diameter_mm: float, spacing: Sequence[float] = SPACING_MM
 ) -> np.ndarray:
-    """Bool (D, H, W) sphere of equivalent diameter `diameter_mm` centred at `center_zyx`.
-
-    center_zyx: (z, y, x) in voxel index units (fractions allowed); spacing: (z, y, x) mm. The
-    sphere is the k = round(pi/6 d^3 / voxel volume) lattice voxels nearest the centre (in mm;
-    ties broken in point-symmetric pairs so the centroid stays on the centre), chosen on an
-    unbounded lattice and then clipped by the array, so
-    its volume is exact up to one voxel unless the sphere leaves the array. d = 0 gives an empty
-    mask. Raises LeFusionError for a negative diameter or arguments that are not 3D.
-    """
-    shape = tuple(int(v) for v in shape)
-    centre = np.asarray(center_zyx, dtype=np.float64)
-    spacing_arr = np.asarray(spacing, dtype=np.float64)
-    if len(shape) != 3 or centre.shape != (3,) or spacing_arr.shape != (3,):
-        raise LeFusionError("shape, center_zyx and spacing must each have 3 entries (z, y, x)")
-    if not np.isfinite(diameter_mm) or diameter_mm < 0:
-        raise LeFusionError(f"diameter_mm must be a finite number >= 0, got {diameter_mm}")
-    out = np.zeros(shape, dtype=bool)
-    k = int(round(np.pi / 6.0 * float(diameter_mm) ** 3 / float(spacing_arr.prod())))
-    if k == 0:
-        return out
-    half = np.ceil(diameter_mm / 2.0 / spacing_arr).astype(int) + 2  # window holding >= k voxels
-    first = np.round(centre).astype(int) - half
-    axes = [np.arange(f, f + 2 * h + 1) for f, h in zip(first, half)]
-    grids = np.meshgrid(*axes, indexing="ij")
-    offsets = np.stack([((g - c) * s).ravel() for g, c, s in zip(grids, centre, spacing_arr)], axis=1)  # (M, 3) mm
-    dist2 = np.round((offsets**2).sum(axis=1), 9)  # rounded so that equal distances tie exactly
-    order = np.argsort(dist2, kind="stable")
-    cut = dist2[order[k - 1]]
-    full = order[dist2[order] < cut]  # complete shells nearer than the k-th voxel
-    shell = order[dist2[order] == cut]
-    # The last shell is only partly used. Its voxels are taken alternately from the two ends of
-    # their order along a direction with rationally independent components (no two lattice
-    # offsets project equally): about a centre on the half-voxel grid these are point-symmetric
-    # pairs, so the index order cannot pull the centroid off the requested centre.
-    proj = np.argsort(offsets[shell] @ np.array([1.0, np.sqrt(2.0), np.sqrt(3.0)]), kind="stable")
-    ends = np.empty_like(proj)
-    ends[0::2], ends[1::2] = proj[: (len(proj) + 1) // 2], proj[::-1][: len(proj) // 2]
-    chosen = np.concatenate((full, shell[ends[: k - len(full)]]))
-    idx = np.stack(np.unravel_index(chosen, grids[0].shape), axis=1) + first
-    inside = np.all((idx >= 0) & (idx < np.asarray(shape)), axis=1)
-    out[tuple(idx[inside].T)] = True
-    return out
+    """Bool (D, H, W) sphere of equivalent diameter `diameter_mm` at `center_zyx` (voxel units);
+    :func:`~lefusion.masks.control_region.control_region` without a form."""
+    return control_region(shape, center_zyx, diameter_mm, spacing)
 
 
 def mask_sphere(mask: np.ndarray, spacing: Sequence[float] = SPACING_MM) -> np.ndarray:
     """The control sphere of a training mask (D, H, W): same voxel count, centred at its centroid.
     Empty mask -> empty sphere."""
-    mask = np.asarray(mask, dtype=bool)
-    count = int(mask.sum())
-    if count == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    diameter = (6.0 * count * float(np.prod(spacing)) / np.pi) ** (1.0 / 3.0)
-    return control_sphere(mask.shape, ndimage.center_of_mass(mask), diameter, spacing)
+    return mask_control(mask, "sphere", spacing)
+
+
+def model_control(model: LeFusionModel) -> ControlKind:
+    """The control region a DiffMask was trained with: "sphere" (also the published diffmask.pt) or "ellipsoid"."""
+    return model.extra.get("diffmask", {}).get("control", "sphere")
+
+
+def control_regions(
+    model: LeFusionModel,
+    shape: Sequence[int],
+    centres: Sequence[Sequence[float]],
+    diameters: Sequence[float],
+    seed: int = 0,
+) -> np.ndarray:
+    """Control regions (n, D, H, W) bool for n requested (centre, equivalent diameter) pairs.
+
+    Spheres for a sphere model. For an ellipsoid model, request i takes the form of a training
+    lesion drawn by numpy generator `seed + i` from the checkpoint's ``control_forms``, so the
+    lesions' proportions and orientations follow the training set's.
+    """
+    shape = tuple(int(v) for v in shape)
+    spacing = tuple(model.extra.get("diffmask", {}).get("spacing_mm", SPACING_MM))
+    forms: list = [None] * len(centres)
+    if model_control(model) == "ellipsoid":
+        table = model.extra["diffmask"].get("control_forms") or []
+        if not table:
+            raise LeFusionError("this ellipsoid-controlled DiffMask has no control_forms in its checkpoint")
+        forms = [unpack_form(table[int(np.random.default_rng(seed + i).integers(len(table)))]) for i in range(len(centres))]
+    if not len(centres):
+        return np.zeros((0, *shape), dtype=bool)
+    return np.stack([control_region(shape, c, float(d), spacing, f) for c, d, f in zip(centres, diameters, forms)])
 
 
 def postprocess(
     x0: np.ndarray,
     smoothing_sigma: float = DEFAULT_SMOOTHING_SIGMA,
-    threshold: float = 0.0,
+    threshold: Threshold = 0.0,
     boundary: np.ndarray | None = None,
     sphere: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -154,6 +142,11 @@ def postprocess(
     `boundary`. Of the 26-connected components, those overlapping `sphere` are kept (the lesion
     the user asked for); when none does (or no sphere is given) the largest is kept. The result
     is clipped to `boundary` once more, so it lies 100 % inside it.
+
+    threshold="size" (needs `sphere`) chooses the threshold per sample instead: the level at
+    which the kept lesion's voxel count is nearest the sphere's (inside `boundary`, when given),
+    so the equivalent diameter is the requested one whatever the network's calibration. The
+    network still draws the shape: the result is one of its output's level sets.
     """
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.ndim != 3:
@@ -161,21 +154,60 @@ def postprocess(
     for name, m in (("boundary", boundary), ("sphere", sphere)):
         if m is not None and np.shape(m) != x0.shape:
             raise LeFusionError(f"{name} has shape {np.shape(m)}, expected {x0.shape}")
+    inside = None if boundary is None else np.asarray(boundary, dtype=bool)
+    sphere = None if sphere is None else np.asarray(sphere, dtype=bool)
     smooth = ndimage.gaussian_filter(x0, smoothing_sigma, mode="nearest") if smoothing_sigma > 0 else x0
-    fg = smooth > threshold
-    if boundary is not None:
-        fg &= np.asarray(boundary, dtype=bool)
+    if isinstance(threshold, str):
+        if threshold != "size":
+            raise LeFusionError(f"threshold must be a number or 'size', got {threshold!r}")
+        if sphere is None:
+            raise LeFusionError("threshold='size' needs the control sphere")
+        target = int((sphere & inside).sum() if inside is not None else sphere.sum())
+        return _size_matched(smooth, target, inside, sphere)
+    return _kept_lesion(smooth > threshold, inside, sphere)
+
+
+def _kept_lesion(fg: np.ndarray, inside: np.ndarray | None, sphere: np.ndarray | None) -> np.ndarray:
+    """Foreground (D, H, W) bool -> the components overlapping `sphere` (else the largest), inside."""
+    if inside is not None:
+        fg = fg & inside
     labels, n = ndimage.label(fg, structure=_CONNECTIVITY)
     if n == 0:
         return fg
-    keep = np.unique(labels[np.asarray(sphere, dtype=bool) & fg]) if sphere is not None else np.array([], int)
+    keep = np.unique(labels[sphere & fg]) if sphere is not None else np.array([], int)
     keep = keep[keep > 0]
     if keep.size == 0:
         keep = np.array([np.argmax(np.bincount(labels.ravel())[1:]) + 1])
-    out = np.isin(labels, keep)
-    if boundary is not None:
-        out &= np.asarray(boundary, dtype=bool)
-    return out
+    return np.isin(labels, keep)
+
+
+def _size_matched(smooth: np.ndarray, target: int, inside: np.ndarray | None, sphere: np.ndarray) -> np.ndarray:
+    """The kept lesion at the threshold whose voxel count is nearest `target`.
+
+    Candidate levels are the values of `smooth` (inside the boundary) in descending order; taking
+    the top i voxels as foreground, the kept count grows with i (components only grow and merge
+    as the level falls), so a bisection over i finds the first level reaching `target`; that
+    level and the one before it are compared.
+    """
+    if target <= 0:
+        return np.zeros(smooth.shape, dtype=bool)
+    levels = np.sort(smooth[inside] if inside is not None else smooth.ravel())[::-1]
+    kept = lambda i: _kept_lesion(smooth >= levels[i], inside, sphere)  # noqa: E731
+    lo, hi = 0, len(levels) - 1
+    if kept(hi).sum() < target:
+        return kept(hi)
+    while lo < hi:  # first i whose kept count reaches target
+        mid = (lo + hi) // 2
+        if kept(mid).sum() >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = kept(lo)
+    if lo > 0:
+        below = kept(lo - 1)
+        if target - below.sum() < best.sum() - target:
+            best = below
+    return best
 
 
 def load_diffmask(path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu") -> LeFusionModel:
@@ -301,7 +333,7 @@ def sample_masks(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
     smoothing_sigma: float = DEFAULT_SMOOTHING_SIGMA,
-    threshold: float = 0.0,
+    threshold: Threshold = "size",
     boundary_mode: BoundaryMode = "noised",
     shape: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
@@ -317,10 +349,9 @@ def sample_masks(
     if n < 0:
         raise LeFusionError(f"n must be >= 0, got {n}")
     shape = tuple(int(v) for v in shape) if shape is not None else model_box(model)
-    spacing = tuple(model.extra.get("diffmask", {}).get("spacing_mm", SPACING_MM))
     diameters = _per_sample(diameter_mm, n, "diameter_mm")
     centres = _per_sample(center_zyx, n, "center_zyx")
     centres = [tuple((s - 1) / 2.0 for s in shape) if c is None else c for c in centres]
-    spheres = np.stack([control_sphere(shape, c, float(d), spacing) for c, d in zip(centres, diameters)]) if n else np.zeros((0, *shape), bool)
+    spheres = control_regions(model, shape, centres, diameters, seed)
     x0 = sample_x0(model, spheres, boundary, seed, batch_size, boundary_mode, progress).numpy()
     return [postprocess(x, smoothing_sigma, threshold, boundary, s) for x, s in zip(x0, spheres)]

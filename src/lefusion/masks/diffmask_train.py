@@ -30,7 +30,8 @@ from ..diffusion.losses import global_loss
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
 from ..training.session import open_run, resolve_device, step_generator
-from .diffmask import CONDITIONING, PREDICTIONS, SPACING_MM, Prediction, diffmask_model_config, mask_sphere, training_target
+from .control_region import CONDITIONING, CONTROL_KINDS, SPACING_MM, ControlKind, mask_control, mask_form, pack_forms
+from .diffmask import PREDICTIONS, Prediction, diffmask_model_config, training_target
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -46,7 +47,9 @@ class DiffMaskTrainConfig:
     (Ho et al. 2020, eq. 14), whose minimiser is the posterior mean E[eps | x_t] that the ancestral
     step (eq. 11) assumes; "l1" (the public release) estimates the median instead. prediction:
     the network's target, "x0" (default, the clean mask), "eps" (the noise, as DDPM and the
-    public release) or "v" (sqrt(abar) eps - sqrt(1 - abar) x0, Salimans & Ho 2022).
+    public release) or "v" (sqrt(abar) eps - sqrt(1 - abar) x0, Salimans & Ho 2022). control:
+    the control region built from each mask, "sphere" (the paper's) or "ellipsoid" (the mask's
+    volume and second-moment form; :mod:`lefusion.masks.control_region`).
     """
 
     steps: int = 10000
@@ -57,6 +60,7 @@ class DiffMaskTrainConfig:
     clipped: Literal["drop", "keep"] = "drop"
     loss_type: Literal["l1", "l2"] = "l2"
     prediction: Prediction = "x0"
+    control: ControlKind = "sphere"
     ema_decay: float = 0.995
     ema_every: int = 1
     ema_start: int = 0
@@ -70,6 +74,8 @@ class DiffMaskTrainConfig:
             raise ValueError(f"clipped must be 'drop' or 'keep', got {self.clipped!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.control not in CONTROL_KINDS:
+            raise ValueError(f"control must be one of {CONTROL_KINDS}, got {self.control!r}")
 
 
 def _touches_border(masks: np.ndarray) -> np.ndarray:
@@ -117,8 +123,8 @@ def augment(mask: np.ndarray, flips: torch.Tensor, quarter_turns: int) -> np.nda
     return np.ascontiguousarray(np.rot90(out, k=quarter_turns, axes=(1, 2)))
 
 
-def make_batch(masks: np.ndarray, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw `size` masks with replacement, augment, build spheres -> (x0, sphere) each
+def make_batch(masks: np.ndarray, size: int, gen: torch.Generator, control: ControlKind = "sphere") -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw `size` masks with replacement, augment, build control regions -> (x0, control) each
     (size, 1, D, H, W) float32 in [-1, 1]. Draw order from `gen`: indices, flips, turns."""
     index = torch.randint(len(masks), (size,), generator=gen)
     flips = torch.rand((size, 3), generator=gen) < 0.5
@@ -128,7 +134,7 @@ def make_batch(masks: np.ndarray, size: int, gen: torch.Generator) -> tuple[torc
     for i in range(size):
         m = augment(masks[int(index[i])], flips[i], int(turns[i]))
         x0.append(m)
-        spheres.append(mask_sphere(m, SPACING_MM))
+        spheres.append(mask_control(m, control, SPACING_MM))
     as_signed = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32)) * 2 - 1  # noqa: E731
     return as_signed(x0), as_signed(spheres)
 
@@ -172,7 +178,7 @@ def train_diffmask(
     t0 = time.perf_counter()
     for step in bar:
         gen = step_generator(cfg.seed, step, 0)
-        x0, sphere = make_batch(masks, cfg.batch_size, gen)
+        x0, sphere = make_batch(masks, cfg.batch_size, gen, cfg.control)
         t = torch.randint(schedule.num_timesteps, (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         x0, sphere, t, noise = x0.to(device), sphere.to(device), t.to(device), noise.to(device)
@@ -185,9 +191,11 @@ def train_diffmask(
         )
         bar.set_postfix(loss=f"{loss.item():.4f}")
     extra = {
-        "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING,
-                     "prediction": cfg.prediction, "data": counts},
+        "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING[cfg.control],
+                     "control": cfg.control, "prediction": cfg.prediction, "data": counts},
         "train": {**dataclasses.asdict(cfg), "timesteps": int(timesteps)},
         "steps_done": cfg.steps,
     }
+    if cfg.control == "ellipsoid":  # sampling draws the proportions of a random training lesion
+        extra["diffmask"]["control_forms"] = pack_forms([mask_form(m, SPACING_MM) for m in masks])
     return save_checkpoint(run_dir / CHECKPOINT_DIR, model_config, ema.state_dict(), extra)

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import LeFusionError
 from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, atomic_write_text, read_volume, strip_volume_suffix, write_volume
 from ..model import LeFusionModel
-from .diffmask import model_box, sample_masks
+from .diffmask import Threshold, model_box, model_control, sample_masks
 from .placement import sample_masks_in_volume
 
 MASKS_JSON = "masks.json"
@@ -30,6 +30,7 @@ def write_diffmask_dataset(
     label: int = 1,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    threshold: Threshold = "size",
 ) -> Path:
     """Sample `n` masks and write them under `out`; returns the path of `out/masks.json`.
 
@@ -38,7 +39,8 @@ def write_diffmask_dataset(
     plain dataset (images/NAME + masks/NAME) ready for ``lefusion generate --data out``. With
     `boundary` (a mask volume on the same grid, e.g. the lung) every lesion stays inside it; alone it
     also gives the grid. masks.json records the request, the model hash and each mask's seed and
-    equivalent diameter. Every file is written atomically.
+    equivalent diameter. `threshold`: "size" (default: the requested volume) or a fixed level, see
+    :func:`~lefusion.masks.diffmask.postprocess`. Every file is written atomically.
     """
     out = Path(out)
     scan = read_volume(like) if like else None
@@ -53,9 +55,9 @@ def write_diffmask_dataset(
     reference = scan or region
     if reference is None:
         reference = Volume(np.zeros(model_box(model), np.uint8), Geometry())
-        masks = sample_masks(model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress)
+        masks = sample_masks(model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress, threshold=threshold)
     else:
-        masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress)
+        masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress, threshold)
 
     source = Path(like) if like else None
     suffix = next((s for s in VOLUME_SUFFIXES if source is not None and source.name.lower().endswith(s)), ".nii.gz")
@@ -76,6 +78,7 @@ def write_diffmask_dataset(
         "checkpoint": str(model.source), "weights_sha256": model.weights_sha256, "n": n,
         "diameter_mm": diameter_mm if np.ndim(diameter_mm) == 0 else list(diameter_mm),
         "center_zyx": None if center_zyx is None else list(center_zyx), "like": str(like) if like else None,
-        "boundary": str(boundary) if boundary else None, "seed": seed, "label": label, "samples": records,
+        "boundary": str(boundary) if boundary else None, "seed": seed, "label": label, "threshold": threshold,
+        "control": model_control(model), "samples": records,
     }  # fmt: skip
     return atomic_write_text(out / MASKS_JSON, json.dumps(meta, indent=2))

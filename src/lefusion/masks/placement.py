@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import LeFusionError
 from ..io import Geometry, Volume
 from ..model import LeFusionModel
-from .diffmask import SPACING_MM, model_box, sample_masks
+from .diffmask import SPACING_MM, Threshold, model_box, sample_masks
 
 
 def _itk_image(shape_zyx: Sequence[int], geometry: Geometry, array: np.ndarray | None = None):
@@ -69,12 +69,14 @@ def sample_masks_in_volume(
     seed: int = 0,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    threshold: Threshold = "size",
 ) -> list[np.ndarray]:
     """`n` DiffMask masks on the grid of `reference` (a scan or its lung mask), bool (D, H, W) each.
 
     center_zyx: the lesion centre as a (continuous) voxel index of `reference` (default: its
     centre); diameter_mm: equivalent diameter(s) in mm; boundary: bool array on the reference
-    grid that every mask stays inside. Sample i is seeded `seed + i` as in
+    grid that every mask stays inside; threshold: see :func:`~lefusion.masks.diffmask.postprocess`.
+    Sample i is seeded `seed + i` as in
     :func:`~lefusion.masks.diffmask.sample_masks`. Raises LeFusionError when the centre lies
     outside the scan or outside the boundary.
     """
@@ -94,7 +96,8 @@ def sample_masks_in_volume(
     if boundary is not None:
         box_boundary = resample(boundary.astype(np.uint8), reference.geometry, geometry, box, linear=False) > 0
     box_centre = tuple(float(b // 2) for b in box)
-    masks = sample_masks(model, n, diameter_mm, box_centre, box_boundary, seed=seed, batch_size=batch_size, progress=progress)
+    masks = sample_masks(model, n, diameter_mm, box_centre, box_boundary, seed=seed, batch_size=batch_size, progress=progress,
+                         threshold=threshold)
     out = []
     for mask in masks:
         placed = resample(mask.astype(np.float32), geometry, reference.geometry, shape, linear=True) >= 0.5
