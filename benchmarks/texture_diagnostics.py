@@ -34,6 +34,8 @@ from lefusion.data.dataset import LesionRoiDataset
 from lefusion.data.histograms import wasserstein_1d_hist
 from lefusion.data.layouts import find_cases
 from lefusion.diffusion.process import predict_x0, q_sample
+from lefusion.diffusion.losses import class_masks
+from lefusion.diffusion.mask_input import mask_channels, with_context
 from lefusion.diffusion.repaint import inpaint_lesions
 
 DENSE_HU = -300.0
@@ -100,7 +102,8 @@ def generation_table(model, sets: dict[str, LesionRoiDataset], seed: int) -> str
         for k in range(len(presets)):
             gens = [torch.Generator().manual_seed(seed + i) for i in range(len(ds))]
             out = inpaint_lesions(model.denoiser, model.schedule, image, label, model.config.lesion_labels,
-                                  presets[k].expand(len(ds), -1), gens, jump_length=1, jump_n_sample=1)  # fmt: skip
+                                  presets[k].expand(len(ds), -1), gens, jump_length=1, jump_n_sample=1,
+                                  mask_input=model.config.mask_input)  # fmt: skip
             cells.append("{:.0f} / {:.2f}".format(*lesion_stats(out, lesion, window)))
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr, flush=True)  # progress; the table follows on stdout
@@ -111,7 +114,8 @@ def generation_table(model, sets: dict[str, LesionRoiDataset], seed: int) -> str
 def denoising_table(model, ds: LesionRoiDataset, steps: list[int], seed: int) -> str:
     window = model.config.preprocess.window
     presets = torch.tensor(model.config.hist_presets, dtype=torch.float32)
-    image, _, lesion = batch_of(ds)
+    image, label, lesion = batch_of(ds)
+    context = mask_channels(class_masks(label, ds.lesion_labels)) if model.config.mask_input else None
     core = lesion & (to_hu(image, window) > DENSE_HU)
     halo = lesion & ~core
     x = image.expand(-1, len(model.config.lesion_labels), -1, -1, -1)
@@ -122,7 +126,7 @@ def denoising_table(model, ds: LesionRoiDataset, steps: list[int], seed: int) ->
         x_t = q_sample(model.schedule, x, t, torch.randn(x.shape, generator=gen))
         cells = [str(step)]
         for k in range(len(presets)):
-            x0 = predict_x0(model.schedule, x_t, t, model.denoiser(x_t, t, presets[k].expand(len(ds), -1))).clamp(-1, 1)[:, :1]
+            x0 = predict_x0(model.schedule, x_t, t, model.denoiser(with_context(x_t, context), t, presets[k].expand(len(ds), -1))).clamp(-1, 1)[:, :1]
             hu = to_hu(x0, window)
             cells.append(f"{float(hu[core].mean()):.0f} / {float(hu[halo].mean()):.0f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -86,7 +86,8 @@ def _train(args: argparse.Namespace) -> int:
         preprocess = PreprocessConfig(modality=base.modality, roi_shape=tuple(args.roi_shape), window=base.window)
     labels = tuple(args.lesion_labels) if args.lesion_labels else None
     checkpoint = train_on_folder(
-        args.data, args.out, train_cfg, denoiser, ScheduleConfig(timesteps=args.timesteps), labels, preprocess, args.presets_k
+        args.data, args.out, train_cfg, denoiser, ScheduleConfig(timesteps=args.timesteps), labels, preprocess, args.presets_k,
+        mask_input=args.mask_input,
     )
     print(f"checkpoint: {checkpoint}")
     return 0
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     p.add_argument("--device", default="auto")
     add_architecture_args(p, dim=64, dim_mults=[1, 2, 4, 8], heads=8, dim_head=32, timesteps=300)  # release: LIDC
+    p.add_argument("--mask-input", action="store_true",
+                   help="the network also sees the lesion masks as input channels (not in the public release; lets it place "
+                   "structure inside the lesion, e.g. a part-solid core)")
     p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
     p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
     p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")

@@ -95,9 +95,19 @@ class ModelConfig:
     hist_presets: tuple[tuple[float, ...], ...] = ()
     loss: Literal["lesion", "global"] = "lesion"
     source: str = ""
+    # The network also sees the lesion masks: K extra input channels after x_t, class i's mask as
+    # -1 outside / +1 inside (lefusion.diffusion.mask_input). Not in the public release (False for
+    # its checkpoints): without the mask a network cannot tell at high noise where the lesion is,
+    # so it cannot place structure relative to it, e.g. a part-solid nodule's central core.
+    mask_input: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lesion_labels", tuple(int(v) for v in self.lesion_labels))
+        if self.mask_input and self.denoiser.extra_in_channels != self.denoiser.channels:
+            raise ValueError(
+                f"mask_input needs one extra input channel per lesion class ({self.denoiser.channels}), "
+                f"the denoiser has {self.denoiser.extra_in_channels}"
+            )
         object.__setattr__(self, "context_labels", tuple(int(v) for v in self.context_labels))
         object.__setattr__(self, "hist_presets", tuple(tuple(float(v) for v in p) for p in self.hist_presets))
         if self.denoiser.channels != len(self.lesion_labels):
@@ -128,6 +138,7 @@ class ModelConfig:
             hist_presets=tuple(tuple(p) for p in data.get("hist_presets", ())),
             loss=data.get("loss", "lesion"),
             source=data.get("source", ""),
+            mask_input=bool(data.get("mask_input", False)),
         )
 
 

@@ -46,7 +46,7 @@ class CondDiffusionGenerator:
     def __post_init__(self) -> None:
         cfg = self.model.config
         if not is_cond_diffusion(self.model.extra):
-            kind = "a mask model (DiffMask)" if cfg.denoiser.extra_in_channels else "a LeFusion lesion model"
+            kind = "a mask model (DiffMask)" if cfg.denoiser.extra_in_channels and not cfg.mask_input else "a LeFusion lesion model"
             raise LeFusionError(
                 f"{self.model.source}: is {kind}, not a Cond-Diffusion model; train one with "
                 f"`lefusion train --method {METHOD}`, or generate with this checkpoint's own method"

@@ -33,6 +33,7 @@ import torch
 
 from ..models import Denoiser
 from .losses import LossKind, class_masks, global_loss
+from .mask_input import mask_channels
 from .process import p_sample_from_eps, q_sample
 from .repaint import combine_class_channels
 from .schedule import NoiseSchedule
@@ -74,7 +75,7 @@ def network_context(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"image {tuple(image.shape)} must be (B, 1, D, H, W) and masks {tuple(masks.shape)} (B, K, D, H, W) on the same grid")
     masks = masks.to(image.dtype)
     lesion = masks.sum(dim=1, keepdim=True) > 0
-    return torch.cat((masks * 2 - 1, image.masked_fill(lesion, MASKED_FILL)), dim=1)
+    return torch.cat((mask_channels(masks), image.masked_fill(lesion, MASKED_FILL)), dim=1)
 
 
 def cond_diffusion_loss(

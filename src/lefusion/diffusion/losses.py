@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import Denoiser
+from .mask_input import with_context
 from .process import q_sample
 from .schedule import NoiseSchedule
 
@@ -61,13 +62,15 @@ def diffusion_loss(
     cond: torch.Tensor | None,
     masks: torch.Tensor | None,
     kind: LossKind = "l1",
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Noise x0 to step t, predict the noise, score it (lesion-focused if masks are given, else global).
 
     x0, noise: (B, K, D, H, W) in [-1, 1] units; t: (B,); cond: (B, cond_dim) or None; masks:
-    (B, K, D, H, W) per-class lesion masks or None.
+    (B, K, D, H, W) per-class lesion masks or None; context: (B, E, D, H, W) extra input channels
+    appended to x_t (`mask_input.mask_channels` for a mask-input model) or None.
     """
-    pred = denoiser(q_sample(schedule, x0, t, noise), t, cond)
+    pred = denoiser(with_context(q_sample(schedule, x0, t, noise), context), t, cond)
     if masks is None:
         return global_loss(pred, noise, kind)
     return lesion_focused_loss(pred, noise, masks, kind)

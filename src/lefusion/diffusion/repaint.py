@@ -17,6 +17,7 @@ import torch
 
 from ..models import Denoiser
 from .losses import class_masks
+from .mask_input import mask_channels, with_context
 from .process import p_sample_from_eps, q_sample, renoise
 from .schedule import NoiseSchedule
 from .time_travel import jump_schedule
@@ -34,15 +35,17 @@ def background_preserving_step(
     lesion: torch.Tensor,
     noise_known: torch.Tensor,
     noise_step: torch.Tensor,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One reverse step x_t -> x_{t-1} with the background taken from the real image.
 
     x_t, known, noise_known, noise_step: (B, K, D, H, W); t: (B,); lesion: bool, broadcastable to
-    x_t, True where the lesion is generated. The known image is diffused with abar at t (not t-1),
-    as in the public release, so the network input is consistent at level t.
+    x_t, True where the lesion is generated; context: (B, E, D, H, W) extra network input channels
+    or None. The known image is diffused with abar at t (not t-1), as in the public release, so
+    the network input is consistent at level t.
     """
     x_in = torch.where(lesion, x_t, q_sample(schedule, known, t, noise_known))
-    eps = denoiser(x_in, t, cond)
+    eps = denoiser(with_context(x_in, context), t, cond)
     return p_sample_from_eps(schedule, x_in, t, eps, noise_step)
 
 
@@ -81,14 +84,18 @@ def inpaint_lesions(
     jump_length: int = 10,
     jump_n_sample: int = 10,
     progress: ProgressFn | None = None,
+    mask_input: bool = False,
 ) -> torch.Tensor:
     """Generate lesions inside `label`'s lesion classes, keep everything else bit-exactly.
 
     image: (B, 1, D, H, W) in [-1, 1]; label: (B, 1, D, H, W) integer label map; cond:
     (B, K*bins) histogram condition or None; generator: the only source of randomness, on the
-    same device as `image`; one generator, or one per sample. Returns (B, 1, D, H, W): generated inside the lesion, `image` elsewhere.
+    same device as `image`; one generator, or one per sample; mask_input: the network also takes
+    the class masks as input channels (`ModelConfig.mask_input`). Returns (B, 1, D, H, W):
+    generated inside the lesion, `image` elsewhere.
     """
     masks = class_masks(label, lesion_labels).to(image.dtype)
+    context = mask_channels(masks) if mask_input else None
     lesion = masks.sum(dim=1, keepdim=True) > 0
     known = image.expand(-1, len(lesion_labels), -1, -1, -1)
     batch = image.shape[0]
@@ -99,7 +106,7 @@ def inpaint_lesions(
             t = torch.full((batch,), t_now, device=image.device, dtype=torch.long)
             noise_known = _randn(known.shape, generator, image.dtype)
             noise_step = _randn(known.shape, generator, image.dtype)
-            x = background_preserving_step(denoiser, schedule, x, t, cond, known, lesion, noise_known, noise_step)
+            x = background_preserving_step(denoiser, schedule, x, t, cond, known, lesion, noise_known, noise_step, context)
         else:
             t = torch.full((batch,), t_next, device=image.device, dtype=torch.long)
             x = renoise(schedule, x, t, _randn(known.shape, generator, image.dtype))

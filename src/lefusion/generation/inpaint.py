@@ -23,7 +23,7 @@ def require_lesion_model(model: LeFusionModel) -> None:
             f"{model.source}: is a Cond-Diffusion baseline model (lesion masks + masked image as input channels), not a LeFusion "
             f"model; generate with `--method {COND_DIFFUSION}` (Python: lefusion.baselines.CondDiffusionGenerator(model))"
         )
-    if model.config.denoiser.extra_in_channels:
+    if model.config.denoiser.extra_in_channels and not model.config.mask_input:
         raise LeFusionError(f"{model.source}: is a mask model (DiffMask), not a lesion model; use `lefusion masks sample`")
 
 
@@ -55,6 +55,6 @@ def inpaint_volume(
     cond = torch.tensor([condition.values], device=device) if cfg.denoiser.cond_dim else None
     result = inpaint_lesions(
         model.denoiser, model.schedule, roi.image[None].to(device), roi.label[None].to(device), cfg.lesion_labels,
-        cond, torch.Generator(device=device).manual_seed(seed), jump_length, jump_n_sample,
+        cond, torch.Generator(device=device).manual_seed(seed), jump_length, jump_n_sample, mask_input=cfg.mask_input,
     )
     return to_source_dtype(restore_roi(roi, result[0].cpu(), image), image.array)

@@ -207,6 +207,7 @@ class LeFusionGenerator:
         result = inpaint_lesions(
             self.model.denoiser, self.model.schedule, b.image, b.label, self.model.config.lesion_labels, b.cond, b.generators,
             self.config.jump_length, self.config.jump_n_sample, progress=lambda done, total: tick(),
+            mask_input=self.model.config.mask_input,
         ).cpu()
         return [Generated(result[i], condition_record(c)) for i, c in enumerate(b.conditions)]
 

@@ -218,6 +218,8 @@ def load_diffmask(path: str | Path, weights: Literal["ema", "model"] = "ema", de
 
     model = load_model(path, weights=weights, device=device)
     den = model.config.denoiser
+    if model.config.mask_input:
+        raise LeFusionError(f"{path}: is a LeFusion lesion model (with mask input), not a DiffMask model; use `lefusion generate`")
     if den.extra_in_channels != 1 or den.channels != 1:
         raise LeFusionError(
             f"{path}: not a DiffMask model (it has {den.channels} output channel(s) and "

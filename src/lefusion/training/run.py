@@ -13,7 +13,7 @@ from ..data.layouts import EMIDEC, LIDC, detect_layout, find_cases
 from ..diffusion import conditional
 from ..errors import LeFusionError
 from ..io import atomic_write_text
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, input_channels_besides_x, train
 
 RUN_CONFIG = "run_config.json"
 
@@ -61,12 +61,14 @@ def train_on_folder(
     preprocess: PreprocessConfig | None = None,
     n_presets: int = 3,
     progress: bool = True,
+    mask_input: bool = False,
 ) -> Path:
     """Train a LeFusion model (or, with `train_config.method`, the Cond-Diffusion baseline) on
     `data_root`; returns the exported checkpoint folder.
 
     A run folder remembers its configuration (run_config.json): resuming with different settings
-    is refused rather than silently mixing two runs.
+    is refused rather than silently mixing two runs. mask_input: the network also sees the lesion
+    masks (`ModelConfig.mask_input`).
     """
     data_root, run_dir = Path(data_root), Path(run_dir)
     conventions = conventions_for(data_root, lesion_labels, preprocess)
@@ -75,7 +77,9 @@ def train_on_folder(
     denoiser = denoiser or DenoiserConfig()
     # Cond-Diffusion keeps LeFusion's histogram condition, so `--preset` means the same for both.
     cond_diffusion = train_config.method == conditional.METHOD
-    extra_channels = conditional.context_channels(n_classes) if cond_diffusion else 0
+    if cond_diffusion and mask_input:
+        raise LeFusionError(f"--method {conditional.METHOD} already sees the masks (and the masked image); drop --mask-input")
+    extra_channels = input_channels_besides_x(train_config.method, n_classes, mask_input)
     denoiser = dataclasses.replace(
         denoiser, channels=n_classes, cond_dim=n_classes * conventions.preprocess.hist_bins, extra_in_channels=extra_channels
     )
@@ -89,6 +93,7 @@ def train_on_folder(
         hist_presets=tuple(presets),
         loss=train_config.loss,
         source=f"{'Cond-Diffusion baseline ' if cond_diffusion else ''}trained on {data_root}",
+        mask_input=mask_input,
     )
     record = {"model": model_config.to_dict(), "train": dataclasses.asdict(train_config), "n_cases": len(dataset)}
     record_path = run_dir / RUN_CONFIG
@@ -97,7 +102,7 @@ def train_on_folder(
         ignore = ("steps", "save_every", "device")
         # a setting newer than the run folder counts as its default (e.g. `method` for older LeFusion runs)
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-        same = previous["model"] == json.loads(json.dumps(record["model"])) and all(
+        same = ModelConfig.from_dict(previous["model"]) == ModelConfig.from_dict(json.loads(json.dumps(record["model"]))) and all(
             previous["train"].get(k, defaults.get(k)) == v for k, v in json.loads(json.dumps(record["train"])).items() if k not in ignore
         )
         if not same:

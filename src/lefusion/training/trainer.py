@@ -21,6 +21,7 @@ from ..config import ModelConfig
 from ..data.dataset import LesionRoiDataset, random_flip
 from ..diffusion import conditional
 from ..diffusion.losses import diffusion_loss
+from ..diffusion.mask_input import mask_channels
 from ..errors import LeFusionError
 from .session import open_run, resolve_device, step_generator
 
@@ -63,6 +64,14 @@ class TrainConfig:
             )
 
 
+def input_channels_besides_x(method: str, n_classes: int, mask_input: bool) -> int:
+    """Extra network input channels: Cond-Diffusion's masks + masked image, a mask-input LeFusion
+    model's masks, else none."""
+    if method == conditional.METHOD:
+        return conditional.context_channels(n_classes)
+    return n_classes if mask_input else 0
+
+
 def _batch(dataset: LesionRoiDataset, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Sample `size` items with replacement and flip each with p = 0.5 (the release's augmentation)."""
     index = torch.randint(len(dataset), (size,), generator=gen).tolist()
@@ -92,11 +101,12 @@ def train(
             f"{len(dataset.lesion_labels)} lesion class(es) {dataset.lesion_labels}"
         )
     cond_diffusion = cfg.method == conditional.METHOD
-    extra_channels = conditional.context_channels(len(dataset.lesion_labels)) if cond_diffusion else 0
+    extra_channels = input_channels_besides_x(cfg.method, len(dataset.lesion_labels), model_config.mask_input)
     if model_config.denoiser.extra_in_channels != extra_channels:
         raise LeFusionError(
-            f"--method {cfg.method} needs {extra_channels} extra input channel(s) for {len(dataset.lesion_labels)} lesion "
-            f"class(es), but the model config has {model_config.denoiser.extra_in_channels}"
+            f"--method {cfg.method}{' with mask input' if model_config.mask_input else ''} needs {extra_channels} extra input "
+            f"channel(s) for {len(dataset.lesion_labels)} lesion class(es), but the model config has "
+            f"{model_config.denoiser.extra_in_channels}"
         )
     device = resolve_device(cfg.device)
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
@@ -116,7 +126,8 @@ def train(
                     loss = conditional.cond_diffusion_loss(model, schedule, batch["x"], batch["masks"], t, noise, batch["hist"], cfg.loss_type)
                 else:
                     masks = batch["masks"] if cfg.loss == "lesion" else None
-                    loss = diffusion_loss(model, schedule, batch["x"], t, noise, batch["hist"], masks, cfg.loss_type)
+                    context = mask_channels(batch["masks"]) if model_config.mask_input else None
+                    loss = diffusion_loss(model, schedule, batch["x"], t, noise, batch["hist"], masks, cfg.loss_type, context)
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         run.finish_step(

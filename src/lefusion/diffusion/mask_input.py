@@ -1,0 +1,27 @@
+"""The lesion masks as extra input channels of the denoiser (`ModelConfig.mask_input`).
+
+A LeFusion network as published sees only x_t: the lesion region is implicit in it. At high noise
+x_t carries no trace of where the lesion is, so the network predicts the same texture everywhere,
+and anything that must sit at a definite place inside the lesion (a part-solid nodule's solid
+core, near its centre) is never drawn: on the lung phantom, every preset-2 lesion came out as
+ground glass (docs/benchmarks.md). Feeding the masks fixes the lesion's position at every step;
+the loss, the sampler and the background handling stay as they are.
+
+Layout: network input (B, K + K, D, H, W) = x_t (K class channels), then class i's mask as
+-1 (outside) / +1 (inside) in channel K + i — the data's [-1, 1] range, as Cond-Diffusion and
+DiffMask feed their masks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def mask_channels(masks: torch.Tensor) -> torch.Tensor:
+    """(B, K, D, H, W) class masks in {0, 1} -> (B, K, D, H, W) in {-1, +1}."""
+    return masks * 2 - 1
+
+
+def with_context(x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """The network input: x (B, C, D, H, W), then the context channels (B, E, D, H, W) if any."""
+    return x if context is None else torch.cat((x, context.to(x.dtype)), dim=1)
