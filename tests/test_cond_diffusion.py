@@ -242,7 +242,11 @@ def test_same_seed_same_output_whatever_the_batch(lung, checkpoint, tmp_path):
     assert len(arrays["batched"]) == 4
     for key, value in arrays["batched"].items():
         assert np.array_equal(value, arrays["again"][key]), f"{key}: same seed, different output"
-        assert np.array_equal(value, arrays["single"][key]), f"{key}: output depends on the batch size"
+        # Batched and single-sample convolutions round differently (about 1e-6 per network call), so
+        # a voxel may land one HU apart after the T steps and the int16 cast; a seed mix-up would
+        # change the whole ROI.
+        diff = np.abs(value.astype(np.int64) - arrays["single"][key].astype(np.int64))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, f"{key}: output depends on the batch size (max {diff.max()})"
         assert not np.array_equal(value, arrays["other"][key]), f"{key}: another seed gave the same output"
 
 
