@@ -10,8 +10,9 @@ border are left out (DiffMask cannot draw what its box cannot hold) and counted.
 
 (a) Shape realism: every candidate set vs the REAL TEST nodules (``shape_distance``, test set as
     the normalising reference, 0 = same distribution, 1 = shifted by one real-data std). Rows: real
-    train (the floor: two samples of the same population), DiffMask, the hand-crafted baseline;
-    synthetic sets get diameters drawn from the test set's equivalent diameters, centred.
+    train (the floor: two samples of the same population), DiffMask, its control region alone (the
+    sphere or ellipsoid the network is conditioned on, taken as the mask: what the network adds),
+    the hand-crafted baseline; synthetic sets get diameters drawn from the test set's equivalent diameters, centred.
 (b) Size / location control over ``--n-control`` requests: diameters drawn from the test set,
     centres jittered within the box (the sphere kept inside it), and a synthetic boundary (an
     ellipsoid of semi-axes 0.35 x box) that cuts some spheres. Size and centroid accuracy are
@@ -98,6 +99,10 @@ def shape_table(model, box, train: np.ndarray, test: np.ndarray, args) -> str:
     sets = {"real train (floor)": (descriptors([train[i] for i in train_idx]), float("nan"))}
     for label, (dm, sec) in diffmask_variants(model, "shape", diameters, [centre] * len(diameters), None, args).items():
         sets[label] = (descriptors(dm), sec)
+    # Ablation: the control region the network is given, used as the mask itself (for an ellipsoid
+    # model it already carries a real lesion's proportions, so the network must beat it).
+    regions = control_regions(model, box, [centre] * len(diameters), diameters, args.seed)
+    sets[f"control {model_control(model)} alone (no network)"] = (descriptors(list(regions)), float("nan"))
     started = time.perf_counter()
     hc = [handcrafted_mask(box, d, centre, generator=np.random.default_rng([args.seed, i])) for i, d in enumerate(diameters)]
     sets["hand-crafted"] = (descriptors(hc), (time.perf_counter() - started) / len(hc))

@@ -62,7 +62,7 @@ RECIPES: dict[str, dict] = {
             ["masks", "lidc", "--out", "lidc_masks"],
             ["masks", "train", "--masks", "lidc_masks", "--out", "run", "--steps", "1200", "--batch-size", "8",
              "--lr", "5e-4", "--seed", "0", "--box", "24", "24", "24", "--ema-decay", "0.99", "--save-every", "100",
-             "--threads", "1", *ARCH, "--timesteps", "50"],
+             "--threads", "1", *ARCH, "--timesteps", "50", "--control", "ellipsoid"],
         ],  # fmt: skip
         "extra": {},
     },
