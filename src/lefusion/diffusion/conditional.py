@@ -33,7 +33,7 @@ import torch
 
 from ..models import Denoiser
 from .losses import LossKind, class_masks, global_loss
-from .mask_input import mask_channels
+from .mask_input import mask_channels, with_context
 from .process import p_sample_from_eps, q_sample
 from .repaint import combine_class_channels
 from .schedule import NoiseSchedule
@@ -94,7 +94,7 @@ def cond_diffusion_loss(
     training dataset provides it); masks: (B, K, D, H, W) {0, 1}; t: (B,); cond: (B, K * bins) or None.
     """
     context = network_context(x0[:, :1], masks)
-    pred = denoiser(torch.cat((q_sample(schedule, x0, t, noise), context), dim=1), t, cond)
+    pred = denoiser(with_context(q_sample(schedule, x0, t, noise), context), t, cond)
     return global_loss(pred, noise, kind)
 
 
@@ -131,7 +131,7 @@ def sample_cond_diffusion(
     total = schedule.num_timesteps
     for done, step in enumerate(reversed(range(total)), start=1):
         t = torch.full((image.shape[0],), step, device=image.device, dtype=torch.long)
-        eps = denoiser(torch.cat((x, context), dim=1), t, cond)
+        eps = denoiser(with_context(x, context), t, cond)
         x = p_sample_from_eps(schedule, x, t, eps, draw())  # the last step adds no noise (t = 0)
         if progress is not None:
             progress(done, total)

@@ -1,4 +1,5 @@
-"""The lesion masks as extra input channels of the denoiser (`ModelConfig.mask_input`).
+"""Extra input channels of the denoiser: the lesion masks of a mask-input model (`ModelConfig.mask_input`),
+and the one way every model here appends channels to x_t (Cond-Diffusion, DiffMask too).
 
 A LeFusion network as published sees only x_t: the lesion region is implicit in it. At high noise
 x_t carries no trace of where the lesion is, so the network predicts the same texture everywhere,

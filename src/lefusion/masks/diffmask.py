@@ -48,6 +48,7 @@ import torch
 from scipy import ndimage
 
 from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
+from ..diffusion.mask_input import with_context
 from ..diffusion.process import p_sample_from_eps, p_sample_from_v, p_sample_from_x0, velocity
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
@@ -313,7 +314,7 @@ def sample_x0(
             x = torch.where(inside, x, _background(schedule, "alphas_cumprod", t_first, x, boundary_mode))
         for step in reversed(range(steps)):
             t = torch.full((len(idx),), step, device=device, dtype=torch.long)
-            out_t = net(torch.cat((x, cond), dim=1), t, None)
+            out_t = net(with_context(x, cond), t, None)
             noise = draw()
             x = step_from(schedule, x, t, out_t, noise)
             if inside is not None:  # x is now x_{t-1}: background at level abar_{t-1}

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..checkpoints.format import save_checkpoint
 from ..config import DenoiserConfig
 from ..diffusion.losses import global_loss
+from ..diffusion.mask_input import with_context
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
 from ..training.session import open_run, resolve_device, step_generator
@@ -182,7 +183,7 @@ def train_diffmask(
         t = torch.randint(schedule.num_timesteps, (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         x0, sphere, t, noise = x0.to(device), sphere.to(device), t.to(device), noise.to(device)
-        pred = model(torch.cat((q_sample(schedule, x0, t, noise), sphere), dim=1), t, None)
+        pred = model(with_context(q_sample(schedule, x0, t, noise), sphere), t, None)
         loss = global_loss(pred, training_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
         loss.backward()
         run.finish_step(
