@@ -10,9 +10,6 @@ Each recipe is the exact list of `lefusion` commands below, run in WORKDIR (seed
 are reproducible on the same torch build; a run that is stopped and re-run resumes and gives the
 same weights as an uninterrupted one). --bundle copies the EMA checkpoint into the package and
 records the commands (and, for the demo, the phantom settings it needs) in its config.json.
-Transition (2026-11-22): the recipes now train with --loss-type l2 (see DEMO_TRAIN); the demo_lung
-currently bundled was trained with the release's L1 (its config.json records its exact commands)
-and is replaced once the L2 run has finished.
 Measured on 2 idle CPU cores: demo_lung about 1.1 s per step (2 threads), diffmask_lidc about 3 s
 per step (1 thread).
 """
@@ -32,28 +29,33 @@ DEMO_PHANTOM_COMMAND = ["phantom", "lung", "--out", "lung", "--n-pathological", 
                         "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "0"]  # fmt: skip
 # One optimisation recipe for the demo LeFusion model and the two diffusion baselines trained beside it
 # (RePaint = global loss, Cond-Diffusion = mask and masked image as input channels), so the CPU
-# segmentation benchmark compares the three at the same data, architecture and budget.
-# L2 rather than the release's L1: an L1 loss fits the per-voxel MEDIAN of the noise, so wherever a
-# minority texture may or may not appear (a part-solid nodule's core: 6-24 % of the lesion, position
-# uncertain at high noise) the network predicts the majority (ground glass) and the core is never
-# drawn; L2 fits the mean, which ancestral sampling needs (docs/benchmarks.md, "Why preset 2 ...").
-DEMO_TRAIN = ["--data", "lung", "--steps", "4000", "--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4", "--loss-type", "l2",
+# segmentation benchmark compares the three at the same data, architecture and optimiser.
+# L2 rather than the release's L1 for all three (L1 fits the per-voxel median of the noise, L2 the
+# mean that ancestral sampling assumes). What makes the demo's presets steer texture, though, is
+# --mask-input (demo only): a network that sees only the noisy volume cannot tell at high noise where
+# the lesion is, so it never places a part-solid nodule's solid core (docs/benchmarks.md, "Why
+# preset 2 ..."). RePaint keeps the plain network input, being the standard diffusion model;
+# Cond-Diffusion has its own mask channels.
+# The baselines train 3,000 steps against the demo's 4,000: what 2 CPU cores allowed in the session
+# that trained them (Cond-Diffusion is about 2 s per step at one thread).
+DEMO_TRAIN = ["--data", "lung", "--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4", "--loss-type", "l2",
               "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
               *ARCH, "--timesteps", "100", "--roi-shape", "16", "32", "32"]  # fmt: skip
+DEMO_STEPS, BASELINE_STEPS = ["--steps", "4000"], ["--steps", "3000"]
 RECIPES: dict[str, dict] = {
     "demo_lung": {
         "source": "lefusion demo model, trained on the lung phantom (scripts/train_bundled_models.py demo_lung)",
-        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", *DEMO_TRAIN[2:]]],
+        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", *DEMO_STEPS, *DEMO_TRAIN[2:], "--mask-input"]],
         "extra": {"phantom": PHANTOM},
     },
     "demo_lung_repaint": {
         "source": "RePaint baseline (global loss) beside the demo model (scripts/train_bundled_models.py demo_lung_repaint)",
-        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--loss", "global", *DEMO_TRAIN[2:]]],
+        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--loss", "global", *BASELINE_STEPS, *DEMO_TRAIN[2:]]],
         "extra": {"phantom": PHANTOM},
     },
     "demo_lung_cond_diffusion": {
         "source": "Cond-Diffusion baseline beside the demo model (scripts/train_bundled_models.py demo_lung_cond_diffusion)",
-        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--method", "cond-diffusion", *DEMO_TRAIN[2:]]],
+        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--method", "cond-diffusion", *BASELINE_STEPS, *DEMO_TRAIN[2:]]],
         "extra": {"phantom": PHANTOM},
     },
     "diffmask_lidc": {

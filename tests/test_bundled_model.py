@@ -20,10 +20,10 @@ def test_bundled_model_is_small_and_documented():
 
 
 def test_presets_steer_the_generated_texture(tmp_path):
-    """One held-out normal ROI x 3 presets: mean lesion intensity rises from preset 1 to preset 3,
-    and the faintest and densest presets' lesions are each nearer (1-D Wasserstein over 16 bins)
-    to their own target than to the other's. (The bundled 4,000-step CPU model does not yet put
-    preset 2's lesions nearest preset 2 — see docs/benchmarks.md — so that is not asserted.)"""
+    """One held-out normal ROI (an 11 mm candidate mask) x 3 presets: every preset's lesion is nearer
+    (1-D Wasserstein over 16 bins) to its own target than to any other, and the mean lesion
+    intensity rises from preset 1 to preset 3. The release-style model (L1, no mask input) failed
+    the first part: its preset-2 lesion came out as ground glass, nearest preset 1."""
     model = load_model(demo_model_dir())
     phantom = model.extra["phantom"]
     data = tmp_path / "phantom"
@@ -35,6 +35,6 @@ def test_presets_steer_the_generated_texture(tmp_path):
     names, matrix = distance_matrix(model, hists)
     assert names == ["1", "2", "3"]
     table = f"W1 to presets (rows: generated with preset 1..3):\n{np.round(matrix, 3)}"
-    assert matrix[0, 0] < matrix[0, 2] and matrix[2, 2] < matrix[2, 0], table
+    assert list(matrix.argmin(axis=1)) == [0, 1, 2], table
     means = [mean_intensity(hists[n]) for n in names]
     assert means[0] < means[1] < means[2], means
