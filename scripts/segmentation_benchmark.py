@@ -28,27 +28,22 @@ cpu (2 CPU cores, < 30 minutes): phantom at the bundled model's ROI (16x32x32 vo
     seed 1 (not the seed-0 draw the bundled model was trained on), 28 pathological cases of which
     16 are held out for testing, so P has 12 training cases, and 12 normal cases. LeFusion is the
     bundled model `src/lefusion/assets/demo_lung` with plain ancestral sampling (jump length 1, 1
-    sample: 100 network evaluations per lesion); Copy-Paste (donors: the 12 training lesions) and
-    Hand-Crafted (the model's texture presets) on the same masks. RePaint and Cond-Diffusion are
-    left out: each needs its own diffusion model trained, which does not fit in 30 minutes on a
-    CPU. Segmenter: MONAI 3D U-Net, 600 iterations, seeds 0 1 2 (21 runs). The steps of a stage
-    (the generate steps, the quality steps, the segmenter runs) go two at a time, one thread each:
-    these small models barely use a second thread (4 U-Net runs of 600 iterations: 83.6 s as one
-    2-thread process, 62.5 s as two 1-thread workers, benchmarks/segmentation_workers.py).
-    Caveat the report repeats: the bundled model learned from 88 other phantom nodules, more lesions
-    than the 12 that P has, so LeFusion's rows here include that extra knowledge of the phantom's
-    lesion distribution; the gpu profile trains every generator on P's own training cases.
+    sample: 100 network evaluations per lesion); RePaint and Cond-Diffusion are the bundled
+    demo_lung_repaint and demo_lung_cond_diffusion, trained beside it on the same phantom draw
+    (scripts/train_bundled_models.py), sampled the same way; Copy-Paste (donors: the 12 training
+    lesions) and Hand-Crafted (the model's texture presets) on the same masks. Segmenter: MONAI 3D
+    U-Net, 600 iterations, seeds 0 1 2 (33 runs). The steps of a stage (the generate steps, the
+    quality steps, the segmenter runs) go two at a time, one thread each: these small models barely
+    use a second thread (4 U-Net runs of 600 iterations: 83.6 s as one 2-thread process, 62.5 s as
+    two 1-thread workers, benchmarks/segmentation_workers.py).
+    Caveat the report repeats: the bundled models learned from 88 other phantom nodules, more
+    lesions than the 12 that P has, so the diffusion rows here include that extra knowledge of the
+    phantom's lesion distribution; the gpu profile trains every generator on P's own training cases.
 
-    ESTIMATE (not a measured run of this profile: the development machine's two cores were busy
-    with other jobs while it was written; pieces were timed at 1 thread on that loaded machine):
-      phantom, p_train copy          ~5 s    (phantom measured 3.6 s incl. start-up)
-      LeFusion P' + N', 24 lesions   ~470 s  (19.5 s per lesion on 2 idle cores, docs/benchmarks.md;
-                                              measured 28 s per lesion at 1 thread, loaded: <= 670 s)
-      Copy-Paste, Hand-Crafted (x2)  ~12 s   (measured 2.9 s for 12 lesions, mostly start-up)
-      quality, 6 sets                ~22 s   (measured 3.7 s for a set of 12)
-      segmentation, 21 runs          ~740 s  (measured 0.055 s per U-Net iteration at 1 thread,
-                                              batch 2; a 600-iteration P run took 38 s incl. start-up)
-      total                          ~21 min (~24 min if every step ran at the 1-thread rates)
+    MEASURED (`make benchmark-cpu` from an empty work folder, 2 idle CPU cores, 2026-12-01): 1,485 s
+    end to end. Phantom + p_train 5 s; the six diffusion generate steps (12 lesions each, two at a
+    time) 290-341 s each, 1,000 s together; Copy-Paste and Hand-Crafted 3-4 s each; quality 3-5 s
+    per set; segmentation (33 U-Net runs, two at a time) 472 s.
     Why 600 iterations: on this phantom a P-only U-Net scored the same Dice after 600 and 1,200
     iterations (48 % vs 47 %, seed 0), so more iterations would buy nothing but time.
 
@@ -126,8 +121,11 @@ class Profile:
 BUNDLED_MODEL_CAVEAT = "{bundled}"
 CPU_CAVEATS = (
     BUNDLED_MODEL_CAVEAT,
-    "RePaint and Cond-Diffusion are not in this table: each needs its own diffusion model trained, which does not fit "
-    "in 30 minutes on 2 CPU cores (the gpu profile includes them).",
+    "RePaint and Cond-Diffusion are the bundled demo_lung_repaint and demo_lung_cond_diffusion, trained beside the "
+    "demo model on the same phantom draw with the same architecture, optimiser and L2 loss, for 3,000 steps against "
+    "its 4,000 (scripts/train_bundled_models.py): RePaint with the global loss and the plain network input (a "
+    "standard diffusion model, inpainting with the same sampler), Cond-Diffusion with masks and masked image as "
+    "input channels, generating the whole ROI; the demo model also sees the lesion masks (train --mask-input).",
     "Sampler: plain ancestral sampling (100 steps, no time travel), not the published jump schedule.",
     "16 real test cases, 3 seeds, a small U-Net trained for 600 iterations: differences of a few Dice points are "
     "within the noise of this setup.",
@@ -155,7 +153,7 @@ PROFILES: dict[str, Profile] = {
         phantom=("--n-pathological", "28", "--n-test", "16", "--n-normal", "12",
                  "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "1"),  # fmt: skip
         models=None,
-        methods=("lefusion", "copy-paste", "handcrafted"),
+        methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "1", "--jump-n-sample", "1"),
         generate_batch=12,
         networks=("unet",),
@@ -513,15 +511,18 @@ def environment(threads: int | None) -> str:
     return f"torch {torch.__version__}, Python {platform.python_version()}, {device}, OMP_NUM_THREADS={threads or os.environ.get('OMP_NUM_THREADS', 'unset')}"
 
 
-def write_report(workdir: Path, profile: Profile, outcomes: Sequence[Outcome], threads: int | None, in_process: bool) -> Path:
-    """WORKDIR/REPORT.md: what was run, how long each step took, the two tables."""
+def write_report(workdir: Path, profile: Profile, outcomes: Sequence[Outcome], threads: int | None, in_process: bool,
+                 wall_seconds: float) -> Path:
+    """WORKDIR/REPORT.md: what was run, how long each step took, the two tables. `wall_seconds`: the
+    wall clock of this invocation (less than the sum of the steps when a stage runs them in parallel)."""
     invocation = f"python scripts/segmentation_benchmark.py --profile {profile.name} --workdir {workdir}"
     env = f"export OMP_NUM_THREADS={threads}\n" if threads is not None else ""
     commands = "\n".join(o.step.command for o in outcomes)
     total = sum(o.seconds for o in outcomes)
     timing = ["| step | seconds | |", "|---|---:|---|"]
     timing += [f"| {o.step.name} | {o.seconds:.1f} | {'this run' if o.ran else 'an earlier run'} |" for o in outcomes]
-    timing.append(f"| **total** | **{total:.1f}** ({total / 60:.1f} min) | |")
+    timing.append(f"| sum of the steps | {total:.1f} ({total / 60:.1f} min) | {profile.workers} at a time within a stage |")
+    timing.append(f"| **wall clock, this run** | **{wall_seconds:.1f}** ({wall_seconds / 60:.1f} min) | steps done earlier not included |")
     mode = " (commands run in-process)" if in_process else ""
     parts = [
         f"# Phantom segmentation benchmark — profile `{profile.name}`\n",
@@ -573,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     outcomes = run(profile, workdir, threads, args.in_process)
-    report = write_report(workdir, profile, outcomes, threads, args.in_process)
+    report = write_report(workdir, profile, outcomes, threads, args.in_process, time.perf_counter() - start)
     ran = sum(o.ran for o in outcomes)
     print(f"\n{segmentation_table(workdir)}\n{len(outcomes)} steps: {ran} run, {len(outcomes) - ran} skipped "
           f"(done earlier); {time.perf_counter() - start:.0f} s this run\nreport: {report}")  # fmt: skip
