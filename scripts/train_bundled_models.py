@@ -10,8 +10,9 @@ Each recipe is the exact list of `lefusion` commands below, run in WORKDIR (seed
 are reproducible on the same torch build; a run that is stopped and re-run resumes and gives the
 same weights as an uninterrupted one). --bundle copies the EMA checkpoint into the package and
 records the commands (and, for the demo, the phantom settings it needs) in its config.json.
-Measured on 2 idle CPU cores: demo_lung about 1.1 s per step (2 threads), diffmask_lidc about 3 s
-per step (1 thread).
+Measured on the 2-core development machine, one thread per job with another 1-thread job on the
+second core: demo_lung 1.7-1.9 s per step (about 2 h for 4,000 steps), demo_lung_repaint and
+demo_lung_cond_diffusion 1.7-2.4 s per step, diffmask_lidc about 3 s per step (55 min for 1,200).
 """
 
 from __future__ import annotations
