@@ -574,10 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     outcomes = run(profile, workdir, threads, args.in_process)
-    report = write_report(workdir, profile, outcomes, threads, args.in_process, time.perf_counter() - start)
+    wall_seconds = time.perf_counter() - start
+    report = write_report(workdir, profile, outcomes, threads, args.in_process, wall_seconds)
     ran = sum(o.ran for o in outcomes)
     print(f"\n{segmentation_table(workdir)}\n{len(outcomes)} steps: {ran} run, {len(outcomes) - ran} skipped "
-          f"(done earlier); {time.perf_counter() - start:.0f} s this run\nreport: {report}")  # fmt: skip
+          f"(done earlier); {wall_seconds:.0f} s this run\nreport: {report}")  # fmt: skip
     return 0
 
 
