@@ -10,9 +10,10 @@ Each recipe is the exact list of `lefusion` commands below, run in WORKDIR (seed
 are reproducible on the same torch build; a run that is stopped and re-run resumes and gives the
 same weights as an uninterrupted one). --bundle copies the EMA checkpoint into the package and
 records the commands (and, for the demo, the phantom settings it needs) in its config.json.
-Measured on the 2-core development machine, one thread per job with another 1-thread job on the
-second core: demo_lung 1.7-1.9 s per step (about 2 h for 4,000 steps), demo_lung_repaint and
-demo_lung_cond_diffusion 1.7-2.4 s per step, diffmask_lidc about 3 s per step (55 min for 1,200).
+Measured on the 2-core development machine: demo_lung 1.0 s per step at two threads, the machine
+otherwise idle (67 min for 4,000 steps); one thread per job with another 1-thread job on the second
+core: demo_lung_repaint and demo_lung_cond_diffusion 1.7-2.4 s per step, diffmask_lidc about 3 s
+per step (55 min for 1,200).
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ DEMO_PHANTOM_COMMAND = ["phantom", "lung", "--out", "lung", "--n-pathological", 
 # L2 rather than the release's L1 for all three (L1 fits the per-voxel median of the noise, L2 the
 # mean that ancestral sampling assumes). What makes the demo's presets steer texture, though, is
 # --mask-input (demo only): a network that sees only the noisy volume cannot tell at high noise where
-# the lesion is, so it never places a part-solid nodule's solid core (docs/benchmarks.md, "Why
-# preset 2 ..."). RePaint keeps the plain network input, being the standard diffusion model;
+# the lesion is, so it never places a part-solid nodule's solid core (docs/benchmarks.md, "How
+# preset 2 was made to steer"). RePaint keeps the plain network input, being the standard diffusion model;
 # Cond-Diffusion has its own mask channels.
 # The baselines train 3,000 steps against the demo's 4,000: what 2 CPU cores allowed in the session
 # that trained them (Cond-Diffusion is about 2 s per step at one thread).
+# The bundled baselines were trained on the phantom of that time, whose part-solid nodules started
+# at 8 mm (commit 62d863b); the demo model was retrained after they went down to 5 mm. Re-running
+# their recipes today trains them on the current phantom, so the weights will differ.
 DEMO_TRAIN = ["--data", "lung", "--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4", "--loss-type", "l2",
               "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
               *ARCH, "--timesteps", "100", "--roi-shape", "16", "32", "32"]  # fmt: skip
