@@ -40,10 +40,10 @@ cpu (2 CPU cores, < 30 minutes): phantom at the bundled model's ROI (16x32x32 vo
     lesions than the 12 that P has, so the diffusion rows here include that extra knowledge of the
     phantom's lesion distribution; the gpu profile trains every generator on P's own training cases.
 
-    MEASURED (`make benchmark-cpu` from an empty work folder, 2 idle CPU cores, 2026-12-01): 1,485 s
-    end to end. Phantom + p_train 5 s; the six diffusion generate steps (12 lesions each, two at a
-    time) 290-341 s each, 1,000 s together; Copy-Paste and Hand-Crafted 3-4 s each; quality 3-5 s
-    per set; segmentation (33 U-Net runs, two at a time) 472 s.
+    MEASURED (`make benchmark-cpu` from an empty work folder, 2 idle CPU cores, 2026-12-01, with the
+    retrained demo model): 1,448 s end to end. Phantom + p_train 6 s; the six diffusion generate
+    steps (12 lesions each, two at a time) 248-320 s each; Copy-Paste and Hand-Crafted 2-3 s each;
+    quality 3-5 s per set; segmentation (33 U-Net runs, two at a time) 510 s.
     Why 600 iterations: on this phantom a P-only U-Net scored the same Dice after 600 and 1,200
     iterations (48 % vs 47 %, seed 0), so more iterations would buy nothing but time.
 
