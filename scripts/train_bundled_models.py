@@ -43,24 +43,31 @@ DEMO_PHANTOM_COMMAND = ["phantom", "lung", "--out", "lung", "--n-pathological", 
 # The bundled baselines were trained on the phantom of that time, whose part-solid nodules started
 # at 8 mm (commit 62d863b); the demo model was retrained after they went down to 5 mm. Re-running
 # their recipes today trains them on the current phantom, so the weights will differ.
-DEMO_TRAIN = ["--data", "lung", "--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4", "--loss-type", "l2",
+DEMO_TRAIN = ["--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4", "--loss-type", "l2",
               "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
               *ARCH, "--timesteps", "100", "--roi-shape", "16", "32", "32"]  # fmt: skip
 DEMO_STEPS, BASELINE_STEPS = ["--steps", "4000"], ["--steps", "3000"]
+
+
+def train_command(*options: str) -> list[str]:
+    """`lefusion train` on WORKDIR/lung into WORKDIR/run with `options` and the shared DEMO_TRAIN recipe."""
+    return ["train", "--data", "lung", "--out", "run", *options, *DEMO_TRAIN]
+
+
 RECIPES: dict[str, dict] = {
     "demo_lung": {
         "source": "lefusion demo model, trained on the lung phantom (scripts/train_bundled_models.py demo_lung)",
-        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", *DEMO_STEPS, *DEMO_TRAIN[2:], "--mask-input"]],
+        "commands": [DEMO_PHANTOM_COMMAND, [*train_command(*DEMO_STEPS), "--mask-input"]],
         "extra": {"phantom": PHANTOM},
     },
     "demo_lung_repaint": {
         "source": "RePaint baseline (global loss) beside the demo model (scripts/train_bundled_models.py demo_lung_repaint)",
-        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--loss", "global", *BASELINE_STEPS, *DEMO_TRAIN[2:]]],
+        "commands": [DEMO_PHANTOM_COMMAND, train_command("--loss", "global", *BASELINE_STEPS)],
         "extra": {"phantom": PHANTOM},
     },
     "demo_lung_cond_diffusion": {
         "source": "Cond-Diffusion baseline beside the demo model (scripts/train_bundled_models.py demo_lung_cond_diffusion)",
-        "commands": [DEMO_PHANTOM_COMMAND, ["train", *DEMO_TRAIN[:2], "--out", "run", "--method", "cond-diffusion", *BASELINE_STEPS, *DEMO_TRAIN[2:]]],
+        "commands": [DEMO_PHANTOM_COMMAND, train_command("--method", "cond-diffusion", *BASELINE_STEPS)],
         "extra": {"phantom": PHANTOM},
     },
     "diffmask_lidc": {

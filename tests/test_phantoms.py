@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from lefusion.io import read_volume
 from lefusion.phantoms import render_phantom_preview, write_cardiac_phantom, write_lung_phantom
-from lefusion.phantoms.lung import FAMILIES, family_counts
+from lefusion.phantoms.lung import DIAMETER_MM, FAMILIES, _insert_nodule, family_counts
 
 LUNG_N, LUNG_NORMAL, LUNG_TEST = 6, 3, 3
 CARD_N, CARD_NORMAL = 6, 3
@@ -215,8 +215,6 @@ def test_part_solid_core_survives_small_nodules(diameter_mm: float) -> None:
     trained when they started at 8 mm, drew ground glass into small masks: docs/benchmarks.md), and
     each keeps a visible solid part: a core at least 2 voxels across, some lesion voxels denser
     than -300 HU and most not (the ground-glass halo)."""
-    from lefusion.phantoms.lung import DIAMETER_MM, _insert_nodule
-
     assert DIAMETER_MM["part_solid"][0] <= 5.0
     shape, spacing = (16, 32, 32), (1.4, 1.4, 1.4)
     centre = np.asarray(shape) * np.asarray(spacing) / 2

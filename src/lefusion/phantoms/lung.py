@@ -31,6 +31,9 @@ from .noise import (
 FAMILIES = ("ggo", "part_solid", "solid")
 PROPORTIONS = (0.20, 0.25, 0.55)  # LIDC-like mix: solid nodules dominate
 DIAMETER_MM = {"ggo": (6.0, 20.0), "part_solid": (5.0, 20.0), "solid": (4.0, 18.0)}
+# A part-solid nodule's solid part is at least this wide (2 voxels at the demo's 1.4 mm) where the
+# nodule allows, so a 5 mm one still shows a core the network can learn to place.
+MIN_CORE_MM = 2.8
 
 
 def family_counts(n: int) -> dict[str, int]:
@@ -122,9 +125,7 @@ def _insert_nodule(
         info["halo_hu"] = round(float(level), 1)
     if family == "part_solid":
         radius = diameter / 2
-        # The solid part is at least 2.8 mm across (2 voxels at the demo's 1.4 mm) where the nodule
-        # allows, so a 5 mm part-solid nodule still shows a core the network can learn to place.
-        core_d = diameter * rng.uniform(min(0.62, max(0.4, 2.8 / diameter)), 0.62)
+        core_d = diameter * rng.uniform(min(0.62, max(0.4, MIN_CORE_MM / diameter)), 0.62)
         offset = rng.standard_normal(3)
         offset *= rng.uniform(0.0, 0.35) * (radius - core_d / 2) / np.linalg.norm(offset)
         core = lobulated_blob_sdf(rng, shape, spacing, centre + offset, core_d, n_lobes=int(rng.integers(0, 2)), warp=0.15)
