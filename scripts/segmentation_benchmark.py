@@ -29,8 +29,9 @@ cpu (2 CPU cores, < 30 minutes): phantom at the bundled model's ROI (16x32x32 vo
     16 are held out for testing, so P has 12 training cases, and 12 normal cases. LeFusion is the
     bundled model `src/lefusion/assets/demo_lung` with plain ancestral sampling (jump length 1, 1
     sample: 100 network evaluations per lesion); RePaint and Cond-Diffusion are the bundled
-    demo_lung_repaint and demo_lung_cond_diffusion, trained beside it on the same phantom draw
-    (scripts/train_bundled_models.py), sampled the same way; Copy-Paste (donors: the 12 training
+    demo_lung_repaint and demo_lung_cond_diffusion, trained beside it by the same recipe
+    (scripts/train_bundled_models.py; on the phantom before its part-solid nodules went down to
+    5 mm, the demo model after), sampled the same way; Copy-Paste (donors: the 12 training
     lesions) and Hand-Crafted (the model's texture presets) on the same masks. Segmenter: MONAI 3D
     U-Net, 600 iterations, seeds 0 1 2 (33 runs). The steps of a stage (the generate steps, the
     quality steps, the segmenter runs) go two at a time, one thread each: these small models barely
@@ -122,10 +123,11 @@ BUNDLED_MODEL_CAVEAT = "{bundled}"
 CPU_CAVEATS = (
     BUNDLED_MODEL_CAVEAT,
     "RePaint and Cond-Diffusion are the bundled demo_lung_repaint and demo_lung_cond_diffusion, trained beside the "
-    "demo model on the same phantom draw with the same architecture, optimiser and L2 loss, for 3,000 steps against "
-    "its 4,000 (scripts/train_bundled_models.py): RePaint with the global loss and the plain network input (a "
-    "standard diffusion model, inpainting with the same sampler), Cond-Diffusion with masks and masked image as "
-    "input channels, generating the whole ROI; the demo model also sees the lesion masks (train --mask-input).",
+    "demo model by the same recipe (phantom seed, architecture, optimiser and L2 loss) for 3,000 steps against its "
+    "4,000 (scripts/train_bundled_models.py): RePaint with the global loss and the plain network input (a standard "
+    "diffusion model, inpainting with the same sampler), Cond-Diffusion with masks and masked image as input channels, "
+    "generating the whole ROI; the demo model also sees the lesion masks (train --mask-input). The two baselines were "
+    "trained on the phantom before its part-solid nodules went down from 8 to 5 mm, the demo model after.",
     "Sampler: plain ancestral sampling (100 steps, no time travel), not the published jump schedule.",
     "16 real test cases, 3 seeds, a small U-Net trained for 600 iterations: differences of a few Dice points are "
     "within the noise of this setup.",
