@@ -31,7 +31,7 @@ import torch
 from scipy import ndimage
 
 from lefusion.masks.diffmask import DEFAULT_SMOOTHING_SIGMA, control_regions, load_diffmask, model_box, model_control, postprocess, sample_x0
-from lefusion.masks.diffmask_train import prepare_masks
+from lefusion.training.diffmask import prepare_masks
 from lefusion.masks.handcrafted import handcrafted_mask
 from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
 

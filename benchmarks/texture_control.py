@@ -20,6 +20,7 @@ import torch
 from lefusion.checkpoints import load_model
 from lefusion.demo import demo_model_dir
 from lefusion.evaluation.texture import distance_matrix, generated_histograms, mean_intensity
+from lefusion.diffusion.sampling import TimeTravel
 from lefusion.generation import GenerateConfig, generate_dataset
 from lefusion.phantoms import write_lung_phantom
 
@@ -46,7 +47,7 @@ def main() -> None:
                            roi_shape=tuple(phantom.get("roi_shape", model.config.preprocess.roi_shape)),
                            spacing=tuple(phantom.get("spacing", (1.4, 1.4, 1.4))))
     presets = tuple(str(i) for i in range(1, len(model.config.hist_presets) + 1))
-    config = GenerateConfig(presets=presets, seed=args.seed, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
+    config = GenerateConfig(presets=presets, seed=args.seed, sampler=TimeTravel(args.jump_length, args.jump_n_sample),
                             batch_size=args.batch_size, max_cases=args.cases, previews=False, device=args.device)
     manifest = json.loads(generate_dataset(model, data, work / "generated", config, progress=True).read_text())
     # seconds per lesion as recorded when each output was generated (a resumed run skips finished ones)

@@ -34,9 +34,10 @@ from lefusion.data.dataset import LesionRoiDataset
 from lefusion.data.histograms import wasserstein_1d_hist
 from lefusion.data.layouts import find_cases
 from lefusion.diffusion.process import predict_x0, q_sample
-from lefusion.diffusion.losses import class_masks
-from lefusion.diffusion.mask_input import mask_channels, with_context
-from lefusion.diffusion.repaint import inpaint_lesions
+from lefusion.data.labels import class_masks
+from lefusion.diffusion.channels import mask_channels, with_context
+from lefusion.diffusion.inpainting import inpaint_lesions
+from lefusion.diffusion.sampling import Ancestral
 
 DENSE_HU = -300.0
 FAMILIES = ("ggo", "part_solid", "solid")
@@ -102,7 +103,7 @@ def generation_table(model, sets: dict[str, LesionRoiDataset], seed: int) -> str
         for k in range(len(presets)):
             gens = [torch.Generator().manual_seed(seed + i) for i in range(len(ds))]
             out = inpaint_lesions(model.denoiser, model.schedule, image, label, model.config.lesion_labels,
-                                  presets[k].expand(len(ds), -1), gens, jump_length=1, jump_n_sample=1,
+                                  presets[k].expand(len(ds), -1), gens, Ancestral(),
                                   mask_input=model.config.mask_input)  # fmt: skip
             cells.append("{:.0f} / {:.2f}".format(*lesion_stats(out, lesion, window)))
         lines.append("| " + " | ".join(cells) + " |")

@@ -13,7 +13,8 @@ import torch
 from lefusion.cli import main
 from lefusion.config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
 from lefusion.io import Geometry, Volume, read_volume, write_volume
-from lefusion.model import LeFusionModel
+from lefusion.checkpoints import save_model
+from lefusion.diffusion.model import DiffusionModel
 from lefusion.models import Denoiser
 from lefusion.phantoms import write_lung_phantom
 
@@ -36,7 +37,7 @@ def _model(tmp: Path, channels: int = 1, labels: tuple[int, ...] = (1,)) -> Path
         lesion_labels=labels,
         hist_presets=(tuple([1 / 16] * 16 * channels),),
     )
-    return LeFusionModel(cfg, Denoiser(cfg.denoiser)).save(tmp / f"model_{channels}")
+    return save_model(DiffusionModel(cfg, Denoiser(cfg.denoiser)), tmp / f"model_{channels}")
 
 
 def _case(root: Path) -> tuple[Path, Path]:

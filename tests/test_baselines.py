@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lefusion.baselines import DonorLesion, copy_paste, handcrafted_texture, histogram_moments, make_baseline, paste_values
+from lefusion.baselines import DonorLesion, copy_paste, handcrafted_texture, histogram_moments, paste_values
+from lefusion.generation.baseline_methods import make_baseline
 from lefusion.baselines.donors import load_donors
 from lefusion.cli import main
 from lefusion.demo import demo_model_dir
@@ -18,7 +19,7 @@ from lefusion.errors import LeFusionError
 from lefusion.generation import GenerateConfig, generate_dataset
 from lefusion.io import Volume, read_volume, write_volume
 from lefusion.phantoms import write_lung_phantom
-from lefusion.training.run import conventions_for
+from lefusion.data.conventions import conventions_for
 
 SHAPE = (6, 10, 10)
 
@@ -203,12 +204,15 @@ def test_cli_handcrafted_with_presets_and_with_texture(lung, tmp_path):
 
     assert main([*base, "--out", str(tmp_path / "t"), "--texture", "-100", "40", "--smoothing", "0.5"]) == 0
     _check_on_disk(tmp_path / "t", "handcrafted")
+    spread_checked = 0
     for entry in _outputs(tmp_path / "t").values():
         lesion = read_volume(entry["source_mask"]).array == 1
         values = read_volume(tmp_path / "t" / entry["image"]).array[lesion].astype(float)
         assert values.mean() == pytest.approx(-100, abs=1.0)
-        if lesion.sum() > 20:
+        if lesion.sum() > 20:  # a std of a handful of voxels is not a measurement
             assert values.std() == pytest.approx(40, rel=0.05)
+            spread_checked += 1
+    assert spread_checked >= 1, "no lesion was large enough to check the texture's spread"
 
 
 def test_handcrafted_with_a_checkpoint_uses_its_conventions_and_presets(lung, tmp_path):

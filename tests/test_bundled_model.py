@@ -6,6 +6,7 @@ import numpy as np
 
 from lefusion.checkpoints import load_model
 from lefusion.demo import demo_model_dir
+from lefusion.diffusion.sampling import Ancestral
 from lefusion.evaluation.texture import distance_matrix, generated_histograms, mean_intensity
 from lefusion.generation import GenerateConfig, generate_dataset
 from lefusion.phantoms import write_lung_phantom
@@ -31,7 +32,7 @@ def test_presets_steer_the_generated_texture(tmp_path):
     data = tmp_path / "phantom"
     write_lung_phantom(data, n_pathological=0, n_normal=1, n_test=0, seed=phantom["seed"],
                        roi_shape=tuple(phantom["roi_shape"]), spacing=tuple(phantom["spacing"]))
-    config = GenerateConfig(presets=("1", "2", "3"), seed=0, jump_length=1, jump_n_sample=1, batch_size=3, previews=False)
+    config = GenerateConfig(presets=("1", "2", "3"), seed=0, sampler=Ancestral(), batch_size=3, previews=False)
     generate_dataset(model, data, tmp_path / "gen", config, progress=False)
     hists = generated_histograms(model, tmp_path / "gen")
     names, matrix = distance_matrix(model, hists)

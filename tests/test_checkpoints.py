@@ -110,3 +110,26 @@ def test_bundled_model_loads_by_name():
 
     model = lefusion.load("demo_lung")
     assert model.source == bundled_model_dir("demo_lung") and model.config.denoiser.dim == 16
+
+
+@pytest.mark.parametrize(
+    "name,kind,prediction",
+    [("demo_lung", "lefusion", "eps"), ("demo_lung_cond_diffusion", "cond-diffusion", "eps"), ("diffmask_lidc", "diffmask", "x0")],
+)
+def test_checkpoints_from_before_configs_named_their_kind_still_load(tmp_path, name, kind, prediction):
+    """A config.json without `kind` / `prediction` (as written before) gets them once, at load time."""
+    import json
+
+    from lefusion.checkpoints.loading import bundled_model_dir
+
+    folder = tmp_path / name
+    shutil.copytree(bundled_model_dir(name), folder)
+    record = json.loads((folder / "config.json").read_text())
+    assert record["kind"] == kind and record["prediction"] == prediction
+    del record["kind"], record["prediction"]
+    if kind == "diffmask":
+        record["extra"]["diffmask"]["prediction"] = prediction  # where older DiffMask checkpoints kept it
+    (folder / "config.json").write_text(json.dumps(record))
+    model = lefusion.load(folder)
+    assert (model.kind, model.config.prediction) == (kind, prediction)
+    assert model.config == lefusion.load(name).config

@@ -48,7 +48,7 @@ def test_masks_train_from_an_npz(tmp_path, capsys):
             "--dim-head", "8", "--timesteps", "8", "--device", "cpu", "--threads", "1"]  # fmt: skip
     assert main(argv) == 0
     model = load_diffmask(tmp_path / "run" / "checkpoint")
-    assert model.extra["diffmask"]["prediction"] == "x0" and model.extra["train"]["steps"] == 2
+    assert model.config.prediction == "x0" and model.extra["train"]["steps"] == 2
     assert model.extra["diffmask"]["control"] == "sphere" and "control_forms" not in model.extra["diffmask"]
     argv[argv.index("--out") + 1] = str(tmp_path / "ellipsoid")
     assert main([*argv, "--control", "ellipsoid"]) == 0

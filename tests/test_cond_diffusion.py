@@ -11,24 +11,18 @@ import pytest
 import torch
 
 import lefusion
-from lefusion.baselines import CondDiffusionGenerator
+from lefusion.checkpoints import save_model
 from lefusion.cli import main
-from lefusion.config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
-from lefusion.diffusion.conditional import (
-    EXTRA_KEY,
-    MASKED_FILL,
-    cond_diffusion_loss,
-    context_channels,
-    network_context,
-    sample_cond_diffusion,
-)
-from lefusion.diffusion.losses import class_masks
+from lefusion.config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig, context_channels
+from lefusion.data.labels import class_masks
+from lefusion.diffusion.conditional import EXTRA_KEY, MASKED_FILL, cond_diffusion_loss, network_context, sample_cond_diffusion
+from lefusion.diffusion.model import DiffusionModel
 from lefusion.diffusion.schedule import NoiseSchedule
 from lefusion.errors import LeFusionError
 from lefusion.generation import GenerateConfig, generate_dataset
 from lefusion.io import Volume, read_volume, write_volume
 from lefusion.masks.diffmask import diffmask_model_config
-from lefusion.model import LeFusionModel
+from lefusion.generation.diffusion_methods import CondDiffusionGenerator
 from lefusion.models import Denoiser
 from lefusion.phantoms import write_lung_phantom
 from lefusion.training import TrainConfig
@@ -63,12 +57,12 @@ def checkpoint(lung, tmp_path_factory) -> Path:
 def _save_untrained(config: ModelConfig, folder: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return LeFusionModel(config, Denoiser(config.denoiser)).save(folder)
+        return save_model(DiffusionModel(config, Denoiser(config.denoiser)), folder)
 
 
 def _tiny_cond_model(n_classes: int = 1) -> tuple[Denoiser, NoiseSchedule]:
     cfg = DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=n_classes,
-                         cond_dim=16 * n_classes, extra_in_channels=context_channels(n_classes))
+                         cond_dim=16 * n_classes, extra_in_channels=context_channels("cond-diffusion", n_classes))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = Denoiser(cfg).eval()
@@ -110,7 +104,7 @@ def test_context_masks_the_union_of_classes():
     label[..., 1:3, 2:5, 2:5] = 3
     label[..., 5:7, 9:12, 9:12] = 4
     context = network_context(image, class_masks(label, (3, 4)))
-    assert context.shape[1] == context_channels(2) == 3
+    assert context.shape[1] == context_channels("cond-diffusion", 2) == 3
     assert torch.all(context[:, 2][label[:, 0] > 0] == MASKED_FILL)
     assert torch.equal(context[:, 2][label[:, 0] == 0], image[:, 0][label[:, 0] == 0])
 
@@ -176,7 +170,7 @@ def test_cli_training_writes_a_marked_cond_diffusion_checkpoint(checkpoint):
     den = model.config.denoiser
     assert (den.channels, den.extra_in_channels, den.cond_dim) == (1, 2, 16)
     assert model.config.loss == "global" and len(model.config.hist_presets) == 2
-    assert EXTRA_KEY in model.extra and model.extra["train"]["method"] == "cond-diffusion"
+    assert model.kind == "cond-diffusion" and EXTRA_KEY in model.extra and model.extra["train"]["method"] == "cond-diffusion"
     assert len((checkpoint.parent / "log.csv").read_text().splitlines()) == 3
 
 
@@ -260,10 +254,18 @@ def test_progress_counts_one_unit_per_reverse_step(lung, checkpoint):
 
 
 def test_lefusion_refuses_a_cond_diffusion_checkpoint(lung, checkpoint, tmp_path, capsys):
-    args = ["generate", "--checkpoint", str(checkpoint), "--data", str(lung), "--out", str(tmp_path / "g")]
+    args = ["generate", "--method", "lefusion", "--checkpoint", str(checkpoint), "--data", str(lung), "--out", str(tmp_path / "g")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Cond-Diffusion" in err and "--method cond-diffusion" in err and "mask model" not in err
+
+
+def test_without_method_the_checkpoint_kind_picks_it(lung, checkpoint, tmp_path):
+    out = tmp_path / "g"
+    args = ["generate", "--checkpoint", str(checkpoint), "--data", str(lung), "--out", str(out), "--preset", "1", "--max-cases", "1"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "cond-diffusion" and manifest["settings"]["sampler"] == {"kind": "ancestral"}
 
 
 def test_python_inpaint_refuses_a_cond_diffusion_model(checkpoint):

@@ -4,6 +4,7 @@ with exact resume, and loading. Tiny models and synthetic sphere masks keep it f
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -22,9 +23,9 @@ from lefusion.masks.diffmask import (
     sample_masks,
     sample_x0,
 )
-from lefusion.masks.diffmask_train import DiffMaskTrainConfig, augment, prepare_masks, train_diffmask
-from lefusion.model import LeFusionModel
+from lefusion.diffusion.model import DiffusionModel
 from lefusion.models import Denoiser
+from lefusion.training.diffmask import DiffMaskTrainConfig, augment, prepare_masks, train_diffmask
 from lefusion.training.state import load_state
 
 BOX = (8, 16, 16)
@@ -39,10 +40,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> LeFusionModel:
+def tiny_model() -> DiffusionModel:
     torch.manual_seed(1)
     config = diffmask_model_config(TINY, timesteps=8, box=BOX)
-    model = LeFusionModel(config=config, denoiser=Denoiser(config.denoiser), extra={"diffmask": {"box": list(BOX)}})
+    model = DiffusionModel(config=config, denoiser=Denoiser(config.denoiser), extra={"diffmask": {"box": list(BOX)}})
     return model.eval()
 
 
@@ -225,24 +226,29 @@ def test_prediction_flag_decides_how_the_output_is_read(prediction, expect_empty
     """The same output (-1 everywhere) is 'the mask is background' for an x0 model (empty mask)
     and 'the noise is -1' for an eps model (x0 = (x_t + sqrt(1 - abar)) / sqrt(abar), mostly > 0);
     for a v model x0 = sqrt(abar) x_t + sqrt(1 - abar), which ends near +1 (lesion) as abar -> 1."""
-    config = diffmask_model_config(TINY, timesteps=8, box=BOX)
-    model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"box": list(BOX), "prediction": prediction}})
+    config = diffmask_model_config(TINY, timesteps=8, box=BOX, prediction=prediction)
+    model = DiffusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"box": list(BOX)}})
     masks = sample_masks(model, 2, 5.0, seed=0, threshold=0.0)  # a fixed level ("size" fills the request)
     assert all((m.sum() == 0) == expect_empty for m in masks)
 
 
-def test_unknown_prediction_is_refused():
+def test_unknown_prediction_is_refused(tmp_path):
     config = diffmask_model_config(TINY, timesteps=8, box=BOX)
-    model = LeFusionModel(config=config, denoiser=_ConstantBackground(), extra={"diffmask": {"prediction": "score"}})
+    with pytest.raises(ValueError, match="prediction"):
+        dataclasses.replace(config, prediction="score")
+    # a checkpoint written before configs named the prediction keeps it in extra: read there, checked there
+    record = {k: v for k, v in config.to_dict().items() if k not in ("kind", "prediction")}
+    path = save_checkpoint(tmp_path / "old", config, Denoiser(config.denoiser).state_dict(), {"diffmask": {"prediction": "score"}})
+    (path / "config.json").write_text(json.dumps({"format": "lefusion", "version": 1, **record, "extra": {"diffmask": {"prediction": "score"}}}))
     with pytest.raises(LeFusionError, match="prediction"):
-        sample_masks(model, 1, 5.0)
+        load_diffmask(path)
 
 
 def test_prediction_is_recorded_and_changes_training(tmp_path):
     x0 = load_diffmask(_train(tmp_path / "x0", 2))
     eps = load_diffmask(_train(tmp_path / "eps", 2, prediction="eps"))
     v = load_diffmask(_train(tmp_path / "v", 2, prediction="v"))
-    assert [m.extra["diffmask"]["prediction"] for m in (x0, eps, v)] == ["x0", "eps", "v"]
+    assert [m.config.prediction for m in (x0, eps, v)] == ["x0", "eps", "v"]
     for other in (eps, v):
         assert any(not torch.equal(p, q) for p, q in zip(x0.denoiser.parameters(), other.denoiser.parameters()))
 

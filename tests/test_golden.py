@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import lefusion
-from lefusion.diffusion.losses import class_masks, diffusion_loss
+from lefusion.data.labels import class_masks
+from lefusion.diffusion.losses import diffusion_loss
 from lefusion.diffusion.process import renoise
-from lefusion.diffusion.repaint import background_preserving_step
+from lefusion.diffusion.sampling import Ancestral, KnownRegion, Network, reverse_step
 from lefusion.diffusion.schedule import NoiseSchedule
-from lefusion.diffusion.time_travel import count_network_evaluations, jump_schedule
+from lefusion.diffusion.sampling.time_travel import count_network_evaluations, jump_schedule
 
 from .conftest import load_golden, rel_err
 
@@ -68,9 +69,11 @@ def test_background_preserving_step_and_renoise_match_reference(case):
     name, labels, model, ref = case
     g = load_golden(ref, f"{name}_repaint_step.pt")
     lesion = class_masks(g["gt_keep_mask"].long(), labels).sum(1, keepdim=True) > 0
+    draws = iter([g["noise_gt"], g["noise_sample"]])  # the loop draws the known region's noise, then the step's
     with torch.no_grad():
-        x_prev = background_preserving_step(
-            model.denoiser, model.schedule, g["x_t"], g["t"], g["cond"], g["gt"], lesion, g["noise_gt"], g["noise_sample"]
+        x_prev, _ = reverse_step(
+            Ancestral(), Network(model.denoiser, g["cond"]), model.schedule, g["x_t"], g["t"], int(g["t"][0]) - 1,
+            KnownRegion(g["gt"], lesion), lambda shape: next(draws),
         )
     assert rel_err(x_prev, g["x_prev"]) < 1e-5
     x_undo = renoise(model.schedule, g["x_prev"], g["undo_t"], g["undo_noise"])

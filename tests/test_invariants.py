@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from lefusion.config import DenoiserConfig, ScheduleConfig
-from lefusion.diffusion.losses import class_masks, lesion_focused_loss
+from lefusion.data.labels import class_masks
+from lefusion.diffusion.losses import lesion_focused_loss
 from lefusion.diffusion.process import predict_x0, predict_x0_from_v, q_sample, velocity
-from lefusion.diffusion.repaint import inpaint_lesions
+from lefusion.diffusion.inpainting import inpaint_lesions
+from lefusion.diffusion.sampling import TimeTravel
 from lefusion.diffusion.schedule import NoiseSchedule, cosine_betas, schedule_tables
 from lefusion.models import Denoiser
 
@@ -77,7 +79,7 @@ def _tiny_inpaint(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     label[..., 1:3, 2:6, 2:6] = 1
     out = inpaint_lesions(
         net, schedule, image, label, (1,), torch.full((1, 16), 1 / 16), torch.Generator().manual_seed(seed),
-        jump_length=3, jump_n_sample=2,
+        sampler=TimeTravel(3, 2),
     )
     return image, label, out
 

@@ -12,8 +12,10 @@ import torch
 import lefusion
 from lefusion.cli import main
 from lefusion.config import DenoiserConfig, ModelConfig, ScheduleConfig
-from lefusion.diffusion.losses import class_masks, diffusion_loss
-from lefusion.diffusion.repaint import inpaint_lesions
+from lefusion.data.labels import class_masks
+from lefusion.diffusion.losses import diffusion_loss
+from lefusion.diffusion.inpainting import inpaint_lesions
+from lefusion.diffusion.sampling import Ancestral
 from lefusion.diffusion.schedule import NoiseSchedule
 from lefusion.errors import LeFusionError
 from lefusion.io import read_volume
@@ -49,12 +51,12 @@ def test_sampler_and_loss_feed_the_masks_after_x_as_minus_one_plus_one():
     expected = class_masks(label, labels) * 2 - 1
     net = RecordingNet(k=2)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    inpaint_lesions(net, schedule, torch.zeros(2, 1, 4, 8, 8), label, labels, None, gens, 1, 1, mask_input=True)
+    inpaint_lesions(net, schedule, torch.zeros(2, 1, 4, 8, 8), label, labels, None, gens, Ancestral(), mask_input=True)
     assert len(net.inputs) == 4
     for x in net.inputs:
         assert x.shape[1] == 4 and torch.equal(x[:, 2:], expected)
     plain = RecordingNet(k=2)
-    inpaint_lesions(plain, schedule, torch.zeros(2, 1, 4, 8, 8), label, labels, None, gens, 1, 1)
+    inpaint_lesions(plain, schedule, torch.zeros(2, 1, 4, 8, 8), label, labels, None, gens, Ancestral())
     assert all(x.shape[1] == 2 for x in plain.inputs), "without mask_input the network sees x_t only (the release)"
 
     masks = class_masks(label, labels)
@@ -104,7 +106,7 @@ def test_cli_trains_and_generates_with_mask_input_background_exact(lung, tmp_pat
         assert not np.array_equal(generated[mask > 0], source[mask > 0])
     image = read_volume(next((lung / "Normal" / "Image").glob("*.nii.gz")))
     mask = read_volume(next((lung / "Normal" / "Mask").glob("*.nii.gz")))
-    api = model.inpaint(image, mask, preset=1, seed=0, jump_length=1, jump_n_sample=1)
+    api = model.inpaint(image, mask, preset=1, seed=0, sampler=Ancestral())
     assert np.array_equal(api[mask.array == 0], image.array[mask.array == 0])
     with pytest.raises(LeFusionError, match="not a DiffMask"):
         load_diffmask(checkpoint)

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    config = diffmask_model_config(DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8), 6, BOX)
+    config = diffmask_model_config(DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8), 6, BOX, prediction="x0")
     path = tmp_path_factory.mktemp("dm") / "ckpt"
-    return save_checkpoint(path, config, Denoiser(config.denoiser).state_dict(), {"diffmask": {"box": list(BOX), "prediction": "x0"}})
+    return save_checkpoint(path, config, Denoiser(config.denoiser).state_dict(), {"diffmask": {"box": list(BOX)}})
 
 
 def test_box_on_a_1mm_scan_is_an_exact_shift():

@@ -166,6 +166,7 @@ def test_cardiac_lesion_geometry(cardiac) -> None:
     """MI grows from the endocardium (touches the cavity); PMO is a core inside the MI."""
     root, summary = cardiac
     in_plane = np.ones((1, 3, 3), bool)
+    with_pmo = 0
     for split, names in (("Pathological", summary["pathological"]), ("Normal", summary["normal"])):
         for name in names:
             _, labels = _cardiac_pair(root, split, name)
@@ -174,10 +175,13 @@ def test_cardiac_lesion_geometry(cardiac) -> None:
             pmo = labels == 4
             if pmo.any():
                 assert (ndimage.binary_dilation(pmo, in_plane) & (labels == 3)).sum() > pmo.sum() * 0.2, name
+                with_pmo += 1
+    assert with_pmo >= 1, "no case with PMO: the PMO geometry was not checked"
 
 
 def test_cardiac_intensities(cardiac) -> None:
     root, summary = cardiac
+    with_pmo = 0
     for name in summary["pathological"]:
         image, labels = _cardiac_pair(root, "Pathological", name)
         myo, mi = image[labels == 2].mean(), image[labels == 3].mean()
@@ -185,6 +189,8 @@ def test_cardiac_intensities(cardiac) -> None:
         assert image[labels == 1].mean() > 2.0 * myo  # bright blood, nulled myocardium
         if (labels == 4).any():
             assert image[labels == 4].mean() < 0.7 * mi, f"{name}: PMO is not darker than the MI"
+            with_pmo += 1
+    assert with_pmo >= 1, "no case with PMO: its intensity was not checked"
     for name in summary["normal"]:
         image, labels = _cardiac_pair(root, "Normal", name)
         myo, candidate = image[labels == 2].mean(), image[labels >= 3].mean()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from lefusion.baselines import make_baseline
-from lefusion.cli_quality import add_quality_parser
+from lefusion.generation.baseline_methods import make_baseline
+from lefusion.cli.evaluate import add_quality_parser
 from lefusion.errors import LeFusionError
 from lefusion.evaluation.patches import extract_patch, lesion_centroids, lesion_patches
 from lefusion.evaluation.quality import (

@@ -7,6 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Modality = Literal["ct", "mri"]
+# What a checkpoint is, named once in its config: a LeFusion lesion model (also the RePaint
+# baseline: the same network trained with the global loss), the Cond-Diffusion baseline (masks +
+# masked image as input channels, regenerates the whole ROI) or a DiffMask mask model.
+ModelKind = Literal["lefusion", "cond-diffusion", "diffmask"]
+MODEL_KINDS: tuple[str, ...] = ("lefusion", "cond-diffusion", "diffmask")
+# What the network outputs: the noise eps (DDPM and the published models), the clean sample x0, or
+# v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022).
+Prediction = Literal["eps", "x0", "v"]
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,12 @@ class ScheduleConfig:
     cosine_s: float = 0.008
     max_beta: float = 0.9999
 
+    def __post_init__(self) -> None:
+        if self.kind != "cosine":
+            raise ValueError(f"unknown noise schedule {self.kind!r}; only 'cosine' is implemented")
+        if self.timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -78,10 +93,11 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to use a trained LeFusion model: network, schedule, data conventions, presets.
+    """Everything needed to use a trained model: kind, network, schedule, data conventions, presets.
 
-    `lesion_labels[i]` is the label id of lesion class i, which lives in channel i (LIDC: (1,);
-    EMIDEC: (3, 4) = MI, PMO). `hist_presets` are texture-control presets: each a list of
+    `kind` says which model this is (see ModelKind); code asks it rather than guessing from channel
+    counts. `lesion_labels[i]` is the label id of lesion class i, which lives in channel i (LIDC:
+    (1,); EMIDEC: (3, 4) = MI, PMO). `hist_presets` are texture-control presets: each a list of
     `len(lesion_labels) * hist_bins` floats (class histograms concatenated).
     """
 
@@ -93,31 +109,46 @@ class ModelConfig:
     # cavity, 2 = myocardium). Any other label in a mask is an error.
     context_labels: tuple[int, ...] = ()
     hist_presets: tuple[tuple[float, ...], ...] = ()
+    # The training loss: lesion-focused (LeFusion) or global (RePaint, Cond-Diffusion, DiffMask).
     loss: Literal["lesion", "global"] = "lesion"
     source: str = ""
     # The network also sees the lesion masks: K extra input channels after x_t, class i's mask as
-    # -1 outside / +1 inside (lefusion.diffusion.mask_input). Not in the public release (False for
+    # -1 outside / +1 inside (lefusion.diffusion.channels). Not in the public release (False for
     # its checkpoints): without the mask a network cannot tell at high noise where the lesion is,
     # so it cannot place structure relative to it, e.g. a part-solid nodule's central core.
     mask_input: bool = False
+    kind: ModelKind = "lefusion"
+    prediction: Prediction = "eps"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lesion_labels", tuple(int(v) for v in self.lesion_labels))
-        if self.mask_input and self.denoiser.extra_in_channels != self.denoiser.channels:
-            raise ValueError(
-                f"mask_input needs one extra input channel per lesion class ({self.denoiser.channels}), "
-                f"the denoiser has {self.denoiser.extra_in_channels}"
-            )
         object.__setattr__(self, "context_labels", tuple(int(v) for v in self.context_labels))
         object.__setattr__(self, "hist_presets", tuple(tuple(float(v) for v in p) for p in self.hist_presets))
-        if self.denoiser.channels != len(self.lesion_labels):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; expected one of {MODEL_KINDS}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {PREDICTIONS}")
+        if self.loss not in ("lesion", "global"):
+            raise ValueError(f"unknown loss {self.loss!r}; expected 'lesion' or 'global'")
+        den = self.denoiser
+        if den.channels != len(self.lesion_labels):
             raise ValueError(
-                f"the denoiser has {self.denoiser.channels} channel(s) but {len(self.lesion_labels)} "
+                f"the denoiser has {den.channels} channel(s) but {len(self.lesion_labels)} "
                 f"lesion label(s) {self.lesion_labels}: one channel per lesion class is required"
             )
+        if self.mask_input and self.kind != "lefusion":
+            raise ValueError(f"mask_input is an option of lefusion models, not of {self.kind}")
+        expected = context_channels(self.kind, den.channels, self.mask_input)
+        if self.mask_input and den.extra_in_channels != expected:
+            raise ValueError(f"mask_input needs one extra input channel per lesion class ({expected}), the denoiser has {den.extra_in_channels}")
+        if den.extra_in_channels != expected:
+            raise ValueError(
+                f"a {self.kind} model{' with mask input' if self.mask_input else ''} with {den.channels} channel(s) "
+                f"takes {expected} extra input channel(s), the denoiser has {den.extra_in_channels}"
+            )
         for i, preset in enumerate(self.hist_presets):
-            if self.denoiser.cond_dim is not None and len(preset) != self.denoiser.cond_dim:
-                raise ValueError(f"histogram preset {i + 1} has {len(preset)} values, expected {self.denoiser.cond_dim}")
+            if den.cond_dim is not None and len(preset) != den.cond_dim:
+                raise ValueError(f"histogram preset {i + 1} has {len(preset)} values, expected {den.cond_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,9 +159,14 @@ class ModelConfig:
         return tuple(sorted({0, *self.context_labels, *self.lesion_labels}))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], extra: dict[str, Any] | None = None) -> "ModelConfig":
+        """Inverse of `to_dict`. A record written before `kind` and `prediction` existed gets them
+        from `extra` (the checkpoint's metadata) or its channel layout: the one place they are inferred."""
+        denoiser = DenoiserConfig(**data.get("denoiser", {}))
+        mask_input = bool(data.get("mask_input", False))
+        extra = extra or {}
         return cls(
-            denoiser=DenoiserConfig(**data.get("denoiser", {})),
+            denoiser=denoiser,
             schedule=ScheduleConfig(**data.get("schedule", {})),
             preprocess=PreprocessConfig(**data.get("preprocess", {})),
             lesion_labels=tuple(data.get("lesion_labels", (1,))),
@@ -138,8 +174,35 @@ class ModelConfig:
             hist_presets=tuple(tuple(p) for p in data.get("hist_presets", ())),
             loss=data.get("loss", "lesion"),
             source=data.get("source", ""),
-            mask_input=bool(data.get("mask_input", False)),
+            mask_input=mask_input,
+            kind=data.get("kind") or legacy_kind(denoiser, mask_input, extra),
+            prediction=data.get("prediction") or extra.get("diffmask", {}).get("prediction", "eps"),
         )
+
+
+def context_channels(kind: str, n_classes: int, mask_input: bool = False) -> int:
+    """Input channels a model of `kind` takes besides x_t: a mask-input LeFusion model its K class
+    masks, Cond-Diffusion K masks + the masked image, DiffMask its control region, else none."""
+    if kind == "cond-diffusion":
+        return n_classes + 1
+    if kind == "diffmask":
+        return 1
+    return n_classes if mask_input else 0
+
+
+def legacy_kind(denoiser: DenoiserConfig, mask_input: bool, extra: dict[str, Any]) -> str:
+    """The kind of a checkpoint written before configs named it: its metadata says (extra
+    'cond_diffusion' / 'diffmask'), else its channel layout (published .pt files)."""
+    if "cond_diffusion" in extra:
+        return "cond-diffusion"
+    if "diffmask" in extra:
+        return "diffmask"
+    extra_in = denoiser.extra_in_channels
+    if extra_in == 0 or mask_input:
+        return "lefusion"
+    if denoiser.channels == 1 and extra_in == 1:
+        return "diffmask"  # the published diffmask.pt: mask + control sphere in, mask out
+    return "cond-diffusion"
 
 
 LIDC_PREPROCESS = PreprocessConfig(modality="ct", roi_shape=(32, 64, 64))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import load_model
-from .checkpoints.loading import bundled_model_dir
+from .checkpoints import bundled_model_dir, load_model
+from .diffusion.sampling import Ancestral
 from .generation import GenerateConfig, generate_dataset
 from .generation.preview import grid_png, lesion_slice, mask_overlay, to_gray
 from .io import read_volume
@@ -27,7 +27,7 @@ def demo_model_dir() -> Path:
     return bundled_model_dir(DEMO_MODEL)
 
 
-def run_demo(out: Path, seed: int = 0, n_cases: int = 4, jump_length: int = 1, jump_n_sample: int = 1) -> Path:
+def run_demo(out: Path, seed: int = 0, n_cases: int = 4) -> Path:
     """Run the demo into `out`; returns the montage path.
 
     Plain ancestral sampling (no time travel: 100 network evaluations for the demo model's T = 100)
@@ -45,7 +45,7 @@ def run_demo(out: Path, seed: int = 0, n_cases: int = 4, jump_length: int = 1, j
     )
     presets = tuple(str(i) for i in range(1, len(model.config.hist_presets) + 1))
     print(f"generating {n_cases} normal ROIs x {len(presets)} presets with the bundled model ({model.weights_sha256[:12]})")
-    config = GenerateConfig(presets=presets, seed=seed, jump_length=jump_length, jump_n_sample=jump_n_sample, batch_size=n_cases * len(presets))
+    config = GenerateConfig(presets=presets, seed=seed, sampler=Ancestral(), batch_size=n_cases * len(presets))
     manifest_path = generate_dataset(model, data, out / "generated", config)
     montage = write_montage(
         out / "generated", json.loads(manifest_path.read_text()), out / "montage.png", presets, model.config.preprocess.window

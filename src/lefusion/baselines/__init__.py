@@ -1,31 +1,15 @@
-"""Lesion-synthesis baselines, generated through the same `lefusion generate` interface.
+"""Non-learned lesion-synthesis baselines, as pure functions on an ROI (`types.Baseline`).
 
 - Copy-Paste (`copy_paste`): a real lesion's texture pasted into the target mask of another scan.
 - Hand-Crafted texture (`handcrafted_texture`): smoothed Gaussian noise at a chosen mean and std.
-- Cond-Diffusion (`CondDiffusionGenerator`): a conditional DDPM (masks + masked image as input
-  channels, `lefusion train --method cond-diffusion`) that regenerates the whole ROI.
 
-The two non-learned ones have the signature of `types.Baseline` and work on the ROI in the model's
-[-1, 1] units; `make_baseline` turns either into a generation method (`generators.BaselineGenerator`).
-Cond-Diffusion needs its trained checkpoint and is a generation method itself.
+Both work on the ROI in the model's [-1, 1] units and change only mask voxels. As `lefusion
+generate` methods they are built by `lefusion.generation.baseline_methods.make_baseline`; the
+Cond-Diffusion baseline is a diffusion method (`lefusion.generation.diffusion_methods`).
 """
 
-from .cond_diffusion import CondDiffusionGenerator
 from .copy_paste import DonorLesion, copy_paste, paste_values
-from .generators import METHODS, BaselineGenerator, make_baseline
 from .handcrafted_texture import handcrafted_texture, histogram_moments
 from .types import Baseline, BaselineOutput
 
-__all__ = [
-    "METHODS",
-    "Baseline",
-    "BaselineGenerator",
-    "BaselineOutput",
-    "CondDiffusionGenerator",
-    "DonorLesion",
-    "copy_paste",
-    "handcrafted_texture",
-    "histogram_moments",
-    "make_baseline",
-    "paste_values",
-]
+__all__ = ["Baseline", "BaselineOutput", "DonorLesion", "copy_paste", "handcrafted_texture", "histogram_moments", "paste_values"]

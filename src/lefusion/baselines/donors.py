@@ -19,7 +19,7 @@ from ..data.layouts import Case, find_cases
 from ..data.roi import intensity_mapping, validate_pair
 from ..errors import LeFusionError
 from ..io import read_volume
-from ..training.run import DataConventions
+from ..data.conventions import DataConventions
 from .copy_paste import DonorLesion
 
 

@@ -50,7 +50,7 @@ def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch
     if record.get("format") != "lefusion":
         raise LeFusionError(f"{config_path}: not a lefusion checkpoint config (no \"format\": \"lefusion\")")
     try:
-        config = ModelConfig.from_dict(record)
+        config = ModelConfig.from_dict(record, record.get("extra", {}))
     except (TypeError, ValueError) as exc:
         raise LeFusionError(f"{config_path}: invalid config ({exc})") from exc
     if not weights_path.is_file():

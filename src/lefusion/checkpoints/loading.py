@@ -1,19 +1,18 @@
-"""One entry point for both checkpoint formats: `load_model(path)` -> LeFusionModel."""
+"""One entry point for both checkpoint formats: `load_model(path)` -> DiffusionModel."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-import dataclasses
-
-from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, ModelConfig
+from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, DenoiserConfig, ModelConfig, ScheduleConfig, legacy_kind
+from ..diffusion.model import DiffusionModel
 from ..errors import LeFusionError
-from ..model import LeFusionModel
 from ..models import Denoiser
-from .format import WEIGHTS_NAME, file_sha256, is_checkpoint_dir, read_checkpoint
+from .format import WEIGHTS_NAME, file_sha256, is_checkpoint_dir, read_checkpoint, save_checkpoint
 from .legacy import infer_denoiser_config, infer_schedule_config, read_published, split_state
 
 
@@ -39,19 +38,21 @@ def load_weights(denoiser: Denoiser, weights: dict[str, torch.Tensor], source: s
     denoiser.load_state_dict(weights)
 
 
-def legacy_model_config(denoiser_cfg, schedule_cfg, source: str) -> ModelConfig:
-    """Data conventions of the published models, chosen by their channel layout."""
-    if denoiser_cfg.extra_in_channels:  # DiffMask: mask + control sphere in, mask out
-        labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
+def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConfig, source: str) -> ModelConfig:
+    """Kind and data conventions of a published model, read once off its channel layout."""
+    kind = legacy_kind(denoiser_cfg, False, {})
+    if kind == "diffmask":  # mask + control sphere in, mask out
+        labels, preprocess = (1,), LIDC_PREPROCESS
     elif denoiser_cfg.channels == 2:  # EMIDEC: MI, PMO; the release fed (k, i, j) tensors
         labels, preprocess = (3, 4), dataclasses.replace(EMIDEC_PREPROCESS, axes=(0, 2, 1))
     elif denoiser_cfg.channels == 1:  # LIDC nodules; the release fed (i, j, k) tensors
         labels, preprocess = (1,), dataclasses.replace(LIDC_PREPROCESS, axes=(2, 1, 0))
-    else:
+    else:  # not a published layout; read as a K-class CT model with labels 1..K
         labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
     context = (1, 2) if labels == (3, 4) else ()
     return ModelConfig(
-        denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, context_labels=context, source=source
+        denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, context_labels=context,
+        source=source, kind=kind, loss="global" if kind == "diffmask" else "lesion",
     )
 
 
@@ -68,7 +69,7 @@ def bundled_model_dir(name: str) -> Path:
 
 def load_model(
     path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu"
-) -> LeFusionModel:
+) -> DiffusionModel:
     """Load a lefusion checkpoint folder (or its model.safetensors / config.json), a published
     `.pt` file (`weights` picks its EMA or raw weights) or a bundled model by name (BUNDLED_MODELS,
     e.g. "demo_lung", when no such path exists). The model is returned in eval mode."""
@@ -85,11 +86,18 @@ def load_model(
     else:
         state_all = read_published(path, weights)
         state, schedule_state = split_state(state_all, str(path))
-        config = legacy_model_config(
-            infer_denoiser_config(state, str(path)), infer_schedule_config(schedule_state, str(path)), f"{path.name}:{weights}"
-        )
+        denoiser_cfg = infer_denoiser_config(state, str(path))
+        try:
+            config = legacy_model_config(denoiser_cfg, infer_schedule_config(schedule_state, str(path)), f"{path.name}:{weights}")
+        except ValueError as exc:
+            raise LeFusionError(f"{path}: not a model layout of the public release ({exc})") from exc
         extra = {}
         digest = file_sha256(path)
     denoiser = Denoiser(config.denoiser)
     load_weights(denoiser, state, str(path))
-    return LeFusionModel(config=config, denoiser=denoiser, source=path, weights_sha256=digest, extra=extra).to(device).eval()
+    return DiffusionModel(config=config, denoiser=denoiser, source=path, weights_sha256=digest, extra=extra).to(device).eval()
+
+
+def save_model(model: DiffusionModel, directory: str | Path) -> Path:
+    """Write a model in lefusion format (safetensors + config.json); returns the folder."""
+    return save_checkpoint(directory, model.config, model.denoiser.state_dict(), model.extra or None)

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import PreprocessConfig
-from ..diffusion.losses import class_masks
+from .labels import class_masks
 from ..errors import LeFusionError
 from ..io import read_volume
 from .histograms import lesion_histogram

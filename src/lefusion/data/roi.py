@@ -97,7 +97,6 @@ class Roi:
     mapping: IntensityMapping
     box: RoiBox
     image_path: Path | None = None
-    label_path: Path | None = None
     axes: tuple[int, int, int] = (0, 1, 2)
 
 
@@ -150,7 +149,6 @@ def prepare_roi(
         mapping=mapping,
         box=box,
         image_path=Path(image_path) if image_path is not None else None,
-        label_path=Path(label_path) if label_path is not None else None,
         axes=config.axes,
     )
 

@@ -4,7 +4,7 @@ A standard DDPM whose network sees, besides the noisy volume x_t, the lesion mas
 *masked image* (the real image with every lesion voxel blanked) as extra input channels. It is
 trained with the ordinary global noise-prediction loss over the whole ROI and, at sampling,
 generates the whole ROI from noise by plain ancestral DDPM (Ho et al. 2020, Alg. 2). Unlike
-LeFusion (`repaint.py`) nothing forces the background: the real context enters only through the
+LeFusion (`inpainting.py`) nothing forces the background: the real context enters only through the
 conditioning channels, so how well the background is reproduced is up to the network — which is
 exactly what the baseline measures.
 
@@ -26,42 +26,32 @@ Volumes are (B, C, D, H, W); label maps (B, 1, D, H, W) integer ids; t (B,) int6
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ..models import Denoiser
-from .losses import LossKind, class_masks, global_loss
-from .mask_input import mask_channels, with_context
-from .process import p_sample_from_eps, q_sample
-from .repaint import combine_class_channels
+from ..data.labels import class_masks
+from .channels import combine_class_channels, mask_channels, with_context
+from .losses import LossKind, global_loss
+from .process import q_sample
+from .sampling import Ancestral, Network, Noise, SamplerConfig
+from .sampling.base import ProgressFn
 from .schedule import NoiseSchedule
 
-METHOD = "cond-diffusion"
-EXTRA_KEY = "cond_diffusion"  # checkpoint `extra` entry that marks (and describes) a Cond-Diffusion model
+EXTRA_KEY = "cond_diffusion"  # checkpoint `extra` entry that describes a Cond-Diffusion model's inputs
 MASKED_FILL = 0.0  # value of lesion voxels in the masked-image channel (see module docstring)
 
 
-def context_channels(n_classes: int) -> int:
-    """Extra input channels of a Cond-Diffusion network with `n_classes` lesion classes: K masks + 1 masked image."""
-    return n_classes + 1
-
-
 def checkpoint_record(n_classes: int) -> dict[str, Any]:
-    """What a Cond-Diffusion checkpoint stores under extra[EXTRA_KEY]: its input layout, so a reader
-    knows the model without guessing from channel counts."""
+    """What a Cond-Diffusion checkpoint stores under extra[EXTRA_KEY]: its input layout, for a
+    reader of the file (the model's kind is in its config)."""
     return {
         "inputs": f"x_t ({n_classes}) | class masks as -1/+1 ({n_classes}) | masked image (1)",
         "masked_fill": MASKED_FILL,
         "loss": "global",
         "sampler": "ancestral DDPM over all T steps, whole ROI",
     }
-
-
-def is_cond_diffusion(extra: Mapping[str, Any]) -> bool:
-    """Whether a checkpoint's `extra` metadata marks a Cond-Diffusion baseline model."""
-    return EXTRA_KEY in extra
 
 
 def network_context(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -79,7 +69,7 @@ def network_context(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def cond_diffusion_loss(
-    denoiser: Denoiser,
+    denoiser: torch.nn.Module,
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     masks: torch.Tensor,
@@ -100,39 +90,28 @@ def cond_diffusion_loss(
 
 @torch.no_grad()
 def sample_cond_diffusion(
-    denoiser: Denoiser,
+    denoiser: torch.nn.Module,
     schedule: NoiseSchedule,
     image: torch.Tensor,
     label: torch.Tensor,
     lesion_labels: tuple[int, ...],
     cond: torch.Tensor | None,
     generators: Sequence[torch.Generator],
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    sampler: SamplerConfig = Ancestral(),
 ) -> torch.Tensor:
     """Generate the whole ROI from noise, conditioned on the masks and the masked image.
 
     image: (B, 1, D, H, W) in [-1, 1]; label: (B, 1, D, H, W) label ids; cond: (B, K * bins) or
     None (the learned null condition); generators: one per sample, on the image's device — sample
     i's x_T and step noise come from generator i only, so it does not depend on its batch.
-    progress(done, total) after each of the T network evaluations. Returns (B, 1, D, H, W) in
-    [-1, 1]: class i's voxels from channel i, all others (the background too) from channel 0.
-    Nothing of `image` is pasted back: the background is the model's.
+    progress(done, total) after each move of the sampler (default: ancestral DDPM, T network
+    evaluations, the baseline as defined). Returns (B, 1, D, H, W) in [-1, 1]: class i's voxels
+    from channel i, all others (the background too) from channel 0. There is no known region:
+    nothing of `image` is pasted back, the background is the model's.
     """
-    if len(generators) != image.shape[0]:
-        raise ValueError(f"got {len(generators)} generators for a batch of {image.shape[0]}")
     masks = class_masks(label, lesion_labels).to(image.dtype)
-    context = network_context(image, masks)
-    shape = (len(lesion_labels), *image.shape[2:])
-
-    def draw() -> torch.Tensor:
-        return torch.stack([torch.randn(shape, generator=g, device=g.device, dtype=image.dtype) for g in generators])
-
-    x = draw()
-    total = schedule.num_timesteps
-    for done, step in enumerate(reversed(range(total)), start=1):
-        t = torch.full((image.shape[0],), step, device=image.device, dtype=torch.long)
-        eps = denoiser(with_context(x, context), t, cond)
-        x = p_sample_from_eps(schedule, x, t, eps, draw())  # the last step adds no noise (t = 0)
-        if progress is not None:
-            progress(done, total)
+    network = Network(denoiser, cond, network_context(image, masks))
+    shape = (image.shape[0], len(lesion_labels), *image.shape[2:])
+    x = sampler.sample(network, schedule, shape, Noise(generators, image.device, image.dtype), None, progress)
     return combine_class_channels(x, masks)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+
 import torch
 import torch.nn.functional as F
 
-from ..models import Denoiser
-from .mask_input import with_context
-from .process import q_sample
+from ..config import Prediction
+
+from .channels import with_context
+from .process import q_sample, velocity
 from .schedule import NoiseSchedule
 
 LossKind = Literal["l1", "l2"]
@@ -26,12 +28,6 @@ def _error(pred: torch.Tensor, target: torch.Tensor, kind: LossKind) -> torch.Te
     if kind == "l2":
         return (pred - target) ** 2
     raise ValueError(f"unknown loss kind {kind!r}; use 'l1' or 'l2'")
-
-
-def class_masks(label_map: torch.Tensor, lesion_labels: tuple[int, ...]) -> torch.Tensor:
-    """Label map (B, 1, D, H, W) -> float masks (B, K, D, H, W), channel i = (label == lesion_labels[i])."""
-    ids = torch.as_tensor(lesion_labels, device=label_map.device, dtype=label_map.dtype)
-    return (label_map == ids.view(1, -1, 1, 1, 1)).to(torch.float32)
 
 
 def lesion_focused_loss(
@@ -48,13 +44,17 @@ def lesion_focused_loss(
     return err.mean(dim=(0, 2, 3, 4)).sum()
 
 
-def global_loss(pred: torch.Tensor, noise: torch.Tensor, kind: LossKind = "l1") -> torch.Tensor:
+def global_loss(pred: torch.Tensor, target: torch.Tensor, kind: LossKind = "l1") -> torch.Tensor:
     """Ordinary diffusion loss over the whole volume (the RePaint baseline's training objective)."""
-    return F.l1_loss(pred, noise) if kind == "l1" else F.mse_loss(pred, noise)
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"unknown loss kind {kind!r}; use 'l1' or 'l2'")
 
 
 def diffusion_loss(
-    denoiser: Denoiser,
+    denoiser: torch.nn.Module,
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     t: torch.Tensor,
@@ -74,3 +74,15 @@ def diffusion_loss(
     if masks is None:
         return global_loss(pred, noise, kind)
     return lesion_focused_loss(pred, noise, masks, kind)
+
+
+def prediction_target(prediction: Prediction, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What a network of this parameterisation is trained to output for x_t = q_sample(x0, t, noise):
+    the noise, the clean sample, or v (Salimans & Ho 2022, sec. 4)."""
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return velocity(schedule, x0, t, noise)
+    raise ValueError(f"unknown prediction {prediction!r}; use 'eps', 'x0' or 'v'")

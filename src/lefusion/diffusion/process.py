@@ -26,6 +26,13 @@ def predict_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, eps:
     )
 
 
+def predict_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """Invert eq. 4 for the noise given an estimate of x0: eps = (sqrt(1/abar_t) x_t - x0) / sqrt(1/abar_t - 1)."""
+    return (
+        schedule.coef("sqrt_recip_alphas_cumprod", t, x_t.ndim) * x_t - x0
+    ) / schedule.coef("sqrt_recipm1_alphas_cumprod", t, x_t.ndim)
+
+
 def velocity(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The v target of Salimans & Ho 2022 (sec. 4): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0."""
     return (

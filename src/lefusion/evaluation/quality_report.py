@@ -43,7 +43,7 @@ from ..data.layouts import Case, find_cases
 from ..data.roi import PAD_VALUE, Roi, prepare_roi
 from ..errors import LeFusionError
 from ..io import Volume, atomic_write_text, read_volume
-from ..training.run import DataConventions, conventions_for
+from ..data.conventions import DataConventions, conventions_for
 from .patches import lesion_patches
 from .quality import (
     ROI_DATA_RANGE, background_error, histogram_distance, median_bandwidth, mmd, psnr, sliced_wasserstein, ssim,

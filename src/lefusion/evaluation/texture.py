@@ -16,10 +16,10 @@ import torch
 from ..data.histograms import lesion_histogram, wasserstein_1d_hist
 from ..data.roi import prepare_roi
 from ..io import read_volume
-from ..model import LeFusionModel
+from ..diffusion.model import DiffusionModel
 
 
-def generated_histograms(model: LeFusionModel, out_dir: Path) -> dict[str, list[torch.Tensor]]:
+def generated_histograms(model: DiffusionModel, out_dir: Path) -> dict[str, list[torch.Tensor]]:
     """condition -> list of (K*bins,) lesion histograms of the generated outputs in `out_dir`."""
     manifest = json.loads((out_dir / "manifest.json").read_text())
     cfg = model.config
@@ -32,7 +32,7 @@ def generated_histograms(model: LeFusionModel, out_dir: Path) -> dict[str, list[
     return result
 
 
-def distance_matrix(model: LeFusionModel, histograms: dict[str, list[torch.Tensor]]) -> tuple[list[str], np.ndarray]:
+def distance_matrix(model: DiffusionModel, histograms: dict[str, list[torch.Tensor]]) -> tuple[list[str], np.ndarray]:
     """(conditions, M) with M[i, j] = mean W1 between outputs of condition i and preset j+1 (first class)."""
     bins = model.config.preprocess.hist_bins
     presets = torch.tensor(model.config.hist_presets)[:, :bins]

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..data.roi import validate_pair
 from ..errors import LeFusionError
-from ..evaluation.segmentation.sources import LabelScheme, Modality, drop_leaking, label_scheme, read_synthetic_set, split_real
+from ..data.sources import LabelScheme, Modality, drop_leaking, label_scheme, read_synthetic_set, split_real
 from ..io import Volume, atomic_write_text, read_volume, write_volume
 
 FILE_ENDING = ".nii.gz"

@@ -1,5 +1,8 @@
-"""Generation: background-preserving lesion synthesis over datasets and single volumes."""
+"""Generation: lesions into scans with a method (`methods`), over datasets (`pipeline`) and single
+volumes (`inpaint`, the Python API)."""
 
-from .pipeline import GenerateConfig, generate_dataset
+from .methods import METHODS, MethodRequest, build_method
+from .pipeline import generate_dataset
+from .types import GenerateConfig
 
-__all__ = ["GenerateConfig", "generate_dataset"]
+__all__ = ["METHODS", "GenerateConfig", "MethodRequest", "build_method", "generate_dataset"]

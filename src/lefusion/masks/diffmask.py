@@ -47,24 +47,20 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
-from ..diffusion.mask_input import with_context
-from ..diffusion.process import p_sample_from_eps, p_sample_from_v, p_sample_from_x0, velocity
-from ..diffusion.schedule import NoiseSchedule
+from ..checkpoints.loading import load_model
+from ..config import DenoiserConfig, ModelConfig, Prediction, PreprocessConfig, ScheduleConfig
+from ..diffusion.model import DiffusionModel
+from ..diffusion.sampling import Ancestral, KnownRegion, Network, Noise, SamplerConfig
 from ..errors import LeFusionError
-from ..model import LeFusionModel
 from .control_region import SPACING_MM, ControlKind, control_region, mask_control, unpack_form
 
 BoundaryMode = Literal["noised", "hard"]
-Prediction = Literal["eps", "x0", "v"]
 Threshold = float | Literal["size"]  # a fixed level in [-1, 1], or "size": see postprocess
-PREDICTIONS = ("eps", "x0", "v")
-_STEP_FROM = {"eps": p_sample_from_eps, "x0": p_sample_from_x0, "v": p_sample_from_v}
 DEFAULT_SMOOTHING_SIGMA = 0.5  # voxels; see postprocess
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity, as shape_descriptors counts components
 
 
-def diffmask_model_config(denoiser: DenoiserConfig, timesteps: int, box: Sequence[int]) -> ModelConfig:
+def diffmask_model_config(denoiser: DenoiserConfig, timesteps: int, box: Sequence[int], prediction: Prediction = "eps") -> ModelConfig:
     """ModelConfig of a DiffMask: `denoiser`'s widths/attention with DiffMask's channel layout
     forced (channels 1, extra_in_channels 1 = control sphere, cond_dim None), a cosine schedule
     of `timesteps` steps, and `box` (D, H, W) voxels recorded as the ROI shape.
@@ -81,6 +77,8 @@ def diffmask_model_config(denoiser: DenoiserConfig, timesteps: int, box: Sequenc
         lesion_labels=(1,),
         loss="global",
         source="diffmask",
+        kind="diffmask",
+        prediction=prediction,
     )
 
 
@@ -98,13 +96,13 @@ def mask_sphere(mask: np.ndarray, spacing: Sequence[float] = SPACING_MM) -> np.n
     return mask_control(mask, "sphere", spacing)
 
 
-def model_control(model: LeFusionModel) -> ControlKind:
+def model_control(model: DiffusionModel) -> ControlKind:
     """The control region a DiffMask was trained with: "sphere" (also the published diffmask.pt) or "ellipsoid"."""
     return model.extra.get("diffmask", {}).get("control", "sphere")
 
 
 def control_regions(
-    model: LeFusionModel,
+    model: DiffusionModel,
     shape: Sequence[int],
     centres: Sequence[Sequence[float]],
     diameters: Sequence[float],
@@ -211,42 +209,16 @@ def _size_matched(smooth: np.ndarray, target: int, inside: np.ndarray | None, sp
     return best
 
 
-def load_diffmask(path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu") -> LeFusionModel:
+def load_diffmask(path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu") -> DiffusionModel:
     """Load a DiffMask checkpoint (lefusion folder or the published diffmask.pt) via
-    :func:`~lefusion.checkpoints.loading.load_model`; raises LeFusionError if it is not a mask
-    model (1 output channel + 1 control-sphere input channel)."""
-    from ..checkpoints.loading import load_model
-
+    :func:`~lefusion.checkpoints.loading.load_model`; raises LeFusionError if it is another kind of model."""
     model = load_model(path, weights=weights, device=device)
-    den = model.config.denoiser
-    if model.config.mask_input:
-        raise LeFusionError(f"{path}: is a LeFusion lesion model (with mask input), not a DiffMask model; use `lefusion generate`")
-    if den.extra_in_channels != 1 or den.channels != 1:
-        raise LeFusionError(
-            f"{path}: not a DiffMask model (it has {den.channels} output channel(s) and "
-            f"{den.extra_in_channels} extra input channel(s); a DiffMask has 1 and 1 = control sphere)"
-        )
+    if model.kind != "diffmask":
+        raise LeFusionError(f"{path}: is a {model.kind} model, not a DiffMask model; use `lefusion generate`")
     return model
 
 
-def training_target(prediction: Prediction, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """What a network of this parameterisation is trained to output for x_t = q_sample(x0, t, noise)."""
-    if prediction == "x0":
-        return x0
-    if prediction == "v":
-        return velocity(schedule, x0, t, noise)
-    return noise
-
-
-def model_prediction(model: LeFusionModel) -> Prediction:
-    """What the network outputs: "eps" (noise; the default, and the published diffmask.pt), "x0" or "v"."""
-    prediction = model.extra.get("diffmask", {}).get("prediction", "eps")
-    if prediction not in PREDICTIONS:
-        raise LeFusionError(f"unknown DiffMask prediction {prediction!r} in the checkpoint (expected one of {PREDICTIONS})")
-    return prediction
-
-
-def model_box(model: LeFusionModel) -> tuple[int, int, int]:
+def model_box(model: DiffusionModel) -> tuple[int, int, int]:
     """(D, H, W) box the model was trained on (extra['diffmask']['box'], else the ROI shape)."""
     box = model.extra.get("diffmask", {}).get("box") or model.config.preprocess.roi_shape
     return tuple(int(v) for v in box)
@@ -261,73 +233,64 @@ def _per_sample(value, n: int, name: str) -> list:
     return list(value)
 
 
-def _background(schedule: NoiseSchedule, table: str, t: torch.Tensor, noise: torch.Tensor, mode: BoundaryMode) -> torch.Tensor:
-    """What lies outside the boundary at the noise level abar = schedule.table[t]: the background
-    x0 = -1 noised by eq. 4 of Ho et al. 2020 ("noised", the RePaint known-region rule, keeps the
-    network's input in distribution), or -1 itself ("hard"). Both are exactly -1 at the end."""
-    if mode == "hard":
-        return torch.full_like(noise, -1.0)
-    abar = schedule.coef(table, t, noise.ndim)
-    return -abar.sqrt() + (1.0 - abar).sqrt() * noise
+def boundary_region(boundary: torch.Tensor, shape: Sequence[int], mode: BoundaryMode = "noised") -> KnownRegion:
+    """Outside the boundary (bool (D, H, W), True inside) is known background x0 = -1: shown at
+    the current noise level ("noised", RePaint's rule, keeps the network's input in distribution)
+    or as -1 itself ("hard"). The step's own noise serves the background voxels (they are disjoint
+    from the generated ones), so the boundary costs no extra draws."""
+    values = torch.full(tuple(shape), -1.0, device=boundary.device)
+    return KnownRegion(values, boundary, noised=mode == "noised", noise="shared")
 
 
 @torch.no_grad()
 def sample_x0(
-    model: LeFusionModel,
+    model: DiffusionModel,
     spheres: np.ndarray,
     boundary: np.ndarray | None = None,
     seed: int = 0,
     batch_size: int = 8,
     boundary_mode: BoundaryMode = "noised",
     progress: Callable[[int, int], None] | None = None,
+    sampler: SamplerConfig = Ancestral(),
 ) -> torch.Tensor:
-    """Raw DDPM samples (n, D, H, W) float32 in [-1, 1] (CPU) for control spheres (n, D, H, W) bool.
+    """Raw samples (n, D, H, W) float32 in [-1, 1] (CPU) for control regions (n, D, H, W) bool.
 
     Sample i draws x_T and every step's noise from its own torch.Generator seeded `seed + i`, so
     it does not depend on `batch_size` or on the other samples (up to the float rounding of
-    batched kernels, ~1e-5). Each step: eps or x0 (see :func:`model_prediction`) from the network
-    on concat(x_t, sphere*2-1), one ancestral step x_t -> x_{t-1} (Ho et al. 2020, Alg. 2 with x0
-    clipped to [-1, 1]), then, with a boundary, voxels outside it are replaced by background.
-    progress(done, total) is called after every network evaluation (total = n_batches * T).
+    batched kernels, ~1e-5). The network sees concat(x_t, region*2-1) and predicts eps, x0 or v
+    (`config.prediction`); `sampler` runs the reverse process (default ancestral DDPM over all T
+    steps, Ho et al. 2020, Alg. 2 with x0 clipped to [-1, 1]); with a boundary, the voxels
+    outside it are known background (:func:`boundary_region`). progress(done, total) is called
+    after every move (total = n_batches * moves per batch).
     """
-    if model.config.denoiser.extra_in_channels != 1 or model.config.denoiser.channels != 1:
-        raise LeFusionError("sample_x0 needs a DiffMask model (1 mask channel + 1 sphere channel)")
+    if model.kind != "diffmask":
+        raise LeFusionError(f"sample_x0 needs a DiffMask model, got a {model.kind} model")
     spheres = np.asarray(spheres, dtype=bool)
     n, shape = spheres.shape[0], tuple(spheres.shape[1:])
-    device, schedule, net = model.device, model.schedule, model.denoiser
-    step_from = _STEP_FROM[model_prediction(model)]
+    device, schedule = model.device, model.schedule
     inside = None
     if boundary is not None:
         if np.shape(boundary) != shape:
             raise LeFusionError(f"boundary has shape {np.shape(boundary)}, expected the box {shape}")
         inside = torch.from_numpy(np.asarray(boundary, dtype=bool)).to(device)
-    steps = schedule.num_timesteps
-    total, done, out = -(-n // batch_size) * steps, 0, []
+    moves = len(sampler.plan(schedule.num_timesteps))
+    total, out = -(-n // batch_size) * moves, []
     for lo in range(0, n, batch_size):
         idx = range(lo, min(lo + batch_size, n))
-        gens = [torch.Generator().manual_seed(seed + i) for i in idx]
-        draw = lambda: torch.stack([torch.randn((1, *shape), generator=g) for g in gens]).to(device)  # noqa: E731
-        cond = torch.from_numpy(spheres[lo : lo + len(idx), None]).to(device, torch.float32) * 2 - 1
-        x = draw()
-        if inside is not None:  # x_T: background at the first step's noise level
-            t_first = torch.full((len(idx),), steps - 1, device=device, dtype=torch.long)
-            x = torch.where(inside, x, _background(schedule, "alphas_cumprod", t_first, x, boundary_mode))
-        for step in reversed(range(steps)):
-            t = torch.full((len(idx),), step, device=device, dtype=torch.long)
-            out_t = net(with_context(x, cond), t, None)
-            noise = draw()
-            x = step_from(schedule, x, t, out_t, noise)
-            if inside is not None:  # x is now x_{t-1}: background at level abar_{t-1}
-                x = torch.where(inside, x, _background(schedule, "alphas_cumprod_prev", t, noise, boundary_mode))
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        noise = Noise([torch.Generator().manual_seed(seed + i) for i in idx], device)
+        region = torch.from_numpy(spheres[lo : lo + len(idx), None]).to(device, torch.float32) * 2 - 1
+        network = Network(model.denoiser, None, region, model.config.prediction)
+        batch_shape = (len(idx), 1, *shape)
+        known = None if inside is None else boundary_region(inside, batch_shape, boundary_mode)
+        done = (lo // batch_size) * moves
+        tick = None if progress is None else (lambda d, _t, done=done: progress(done + d, total))
+        x = sampler.sample(network, schedule, batch_shape, noise, known, tick)
         out.append(x[:, 0].float().cpu())
     return torch.cat(out) if out else torch.zeros((0, *shape))
 
 
 def sample_masks(
-    model: LeFusionModel,
+    model: DiffusionModel,
     n: int,
     diameter_mm: float | Sequence[float],
     center_zyx: Sequence[float] | Sequence[Sequence[float]] | None = None,
@@ -339,6 +302,7 @@ def sample_masks(
     threshold: Threshold = "size",
     boundary_mode: BoundaryMode = "noised",
     shape: Sequence[int] | None = None,
+    sampler: SamplerConfig = Ancestral(),
 ) -> list[np.ndarray]:
     """Generate `n` lesion masks, each a bool (D, H, W) array in the model's box (or `shape`).
 
@@ -356,5 +320,5 @@ def sample_masks(
     centres = _per_sample(center_zyx, n, "center_zyx")
     centres = [tuple((s - 1) / 2.0 for s in shape) if c is None else c for c in centres]
     spheres = control_regions(model, shape, centres, diameters, seed)
-    x0 = sample_x0(model, spheres, boundary, seed, batch_size, boundary_mode, progress).numpy()
+    x0 = sample_x0(model, spheres, boundary, seed, batch_size, boundary_mode, progress, sampler).numpy()
     return [postprocess(x, smoothing_sigma, threshold, boundary, s) for x, s in zip(x0, spheres)]

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import LeFusionError
 from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, atomic_write_text, read_volume, strip_volume_suffix, write_volume
-from ..model import LeFusionModel
+from ..diffusion.model import DiffusionModel
+from ..diffusion.sampling import Ancestral, SamplerConfig
 from .diffmask import Threshold, model_box, model_control, sample_masks
 from .placement import sample_masks_in_volume
 
@@ -19,7 +20,7 @@ MASKS_JSON = "masks.json"
 
 
 def write_diffmask_dataset(
-    model: LeFusionModel,
+    model: DiffusionModel,
     out: str | Path,
     n: int,
     diameter_mm: float | Sequence[float],
@@ -31,6 +32,7 @@ def write_diffmask_dataset(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
     threshold: Threshold = "size",
+    sampler: SamplerConfig | None = None,
 ) -> Path:
     """Sample `n` masks and write them under `out`; returns the path of `out/masks.json`.
 
@@ -40,9 +42,11 @@ def write_diffmask_dataset(
     `boundary` (a mask volume on the same grid, e.g. the lung) every lesion stays inside it; alone it
     also gives the grid. masks.json records the request, the model hash and each mask's seed and
     equivalent diameter. `threshold`: "size" (default: the requested volume) or a fixed level, see
-    :func:`~lefusion.masks.diffmask.postprocess`. Every file is written atomically.
+    :func:`~lefusion.masks.diffmask.postprocess`; sampler: the reverse process (None: ancestral
+    DDPM over all T steps). Every file is written atomically.
     """
     out = Path(out)
+    sampler = (sampler or Ancestral()).canonical()
     scan = read_volume(like) if like else None
     region = read_volume(boundary) if boundary else None
     if scan is not None and region is not None and (scan.shape != region.shape or not scan.geometry.matches(region.geometry)):
@@ -55,9 +59,10 @@ def write_diffmask_dataset(
     reference = scan or region
     if reference is None:
         reference = Volume(np.zeros(model_box(model), np.uint8), Geometry())
-        masks = sample_masks(model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress, threshold=threshold)
+        masks = sample_masks(model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress, threshold=threshold,
+                             sampler=sampler)  # fmt: skip
     else:
-        masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress, threshold)
+        masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress, threshold, sampler)
 
     source = Path(like) if like else None
     suffix = next((s for s in VOLUME_SUFFIXES if source is not None and source.name.lower().endswith(s)), ".nii.gz")
@@ -79,6 +84,8 @@ def write_diffmask_dataset(
         "diameter_mm": diameter_mm if np.ndim(diameter_mm) == 0 else list(diameter_mm),
         "center_zyx": None if center_zyx is None else list(center_zyx), "like": str(like) if like else None,
         "boundary": str(boundary) if boundary else None, "seed": seed, "label": label, "threshold": threshold,
-        "control": model_control(model), "samples": records,
+        "control": model_control(model), "sampler": sampler.to_dict(),
+        "network_evaluations": sampler.network_evaluations(model.schedule.num_timesteps),  # per mask
+        "samples": records,
     }  # fmt: skip
     return atomic_write_text(out / MASKS_JSON, json.dumps(meta, indent=2))

@@ -47,3 +47,18 @@ def shape_table(candidates: dict[str, list[np.ndarray]], reference: list[np.ndar
         dist = shape_distance([shape_descriptors(m, spacing) for m in masks], ref, reference=ref)
         lines.append(f"| {name} | {len(masks)} | " + " | ".join(f"{dist[k]:.3f}" for k in DESCRIPTORS) + f" | **{dist['score']:.3f}** |")
     return "\n".join(lines)
+
+
+def load_training_masks(path: str | Path) -> np.ndarray:
+    """Masks (N, D, H, W) for DiffMask training from an npz, a `masks lidc` folder (its train split)
+    or a folder of equally-shaped 1 mm mask volumes; LeFusionError naming the path otherwise."""
+    path = Path(path)
+    if path.is_dir() and (path / "lidc_masks_train.npz").is_file():
+        path = path / "lidc_masks_train.npz"
+    masks, spacing = load_mask_set(path)
+    if not np.allclose(spacing, 1.0, atol=1e-3):
+        raise LeFusionError(f"{path}: DiffMask trains on 1 mm isotropic masks, these have spacing {spacing} mm")
+    shapes = {m.shape for m in masks}
+    if len(shapes) != 1:
+        raise LeFusionError(f"{path}: masks must all have one shape (a box centred on the lesion), found {sorted(shapes)}")
+    return np.stack(masks)

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import LeFusionError
 from ..io import Geometry, Volume
-from ..model import LeFusionModel
+from ..diffusion.model import DiffusionModel
+from ..diffusion.sampling import Ancestral, SamplerConfig
 from .diffmask import SPACING_MM, Threshold, model_box, sample_masks
 
 
@@ -60,7 +61,7 @@ def resample(array: np.ndarray, source: Geometry, target: Geometry, target_shape
 
 
 def sample_masks_in_volume(
-    model: LeFusionModel,
+    model: DiffusionModel,
     reference: Volume,
     n: int,
     diameter_mm: float | Sequence[float],
@@ -70,6 +71,7 @@ def sample_masks_in_volume(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
     threshold: Threshold = "size",
+    sampler: SamplerConfig = Ancestral(),
 ) -> list[np.ndarray]:
     """`n` DiffMask masks on the grid of `reference` (a scan or its lung mask), bool (D, H, W) each.
 
@@ -97,7 +99,7 @@ def sample_masks_in_volume(
         box_boundary = resample(boundary.astype(np.uint8), reference.geometry, geometry, box, linear=False) > 0
     box_centre = tuple(float(b // 2) for b in box)
     masks = sample_masks(model, n, diameter_mm, box_centre, box_boundary, seed=seed, batch_size=batch_size, progress=progress,
-                         threshold=threshold)
+                         threshold=threshold, sampler=sampler)  # fmt: skip
     out = []
     for mask in masks:
         placed = resample(mask.astype(np.float32), geometry, reference.geometry, shape, linear=True) >= 0.5

@@ -1,4 +1,5 @@
-"""Denoising networks. `Denoiser` is the 3D U-Net noise predictor of LeFusion."""
+"""Denoising networks. `Denoiser` is the 3D U-Net noise predictor of LeFusion; it knows nothing
+about diffusion (a trained model with its schedule is `lefusion.diffusion.model.DiffusionModel`)."""
 
 from .denoiser import Denoiser
 

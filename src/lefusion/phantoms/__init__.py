@@ -21,7 +21,19 @@ from ..io import read_volume
 from .cardiac import write_cardiac_phantom
 from .lung import write_lung_phantom
 
-__all__ = ["write_lung_phantom", "write_cardiac_phantom", "render_phantom_preview"]
+__all__ = ["PHANTOMS", "render_phantom_preview", "write_cardiac_phantom", "write_lung_phantom", "write_phantom"]
+
+PHANTOMS = {"lung": write_lung_phantom, "cardiac": write_cardiac_phantom}
+
+
+def write_phantom(kind: str, out: Path, **options: object) -> dict:
+    """Write the phantom `kind` ("lung" or "cardiac") with the options given (None = its default)."""
+    if kind not in PHANTOMS:
+        raise LeFusionError(f"unknown phantom {kind!r}; choose one of {', '.join(PHANTOMS)}")
+    if kind == "cardiac" and options.get("n_test") is not None:
+        raise LeFusionError("--n-test belongs to the lung phantom (the cardiac one holds out the EMIDEC release's cases)")
+    given = {k: v for k, v in options.items() if v is not None}
+    return PHANTOMS[kind](Path(out), **given)
 
 # Contour colours per label id (lung: 1 = nodule; cardiac: 1 cavity, 2 myocardium, 3 MI, 4 PMO).
 _LUNG_COLOURS = {1: (255, 60, 60)}

@@ -224,16 +224,19 @@ def _pick_test(rng: np.random.Generator, names: list[str], families: list[str], 
 
 
 def write_lung_phantom(
-    out: Path, n_pathological: int = 48, n_normal: int = 12, n_test: int = 8, seed: int = 0,
+    out: Path, n_pathological: int = 48, n_normal: int = 12, n_test: int | None = None, seed: int = 0,
     roi_shape: tuple[int, int, int] = (32, 64, 64), spacing: tuple[float, float, float] = (1.0, 0.7, 0.7),
 ) -> dict:
     """Write the lung phantom dataset under `out` (layout in the module docstring).
 
     Cases are seeded individually from (seed, split, index), so the same seed gives byte-identical
-    arrays and adding cases leaves earlier ones unchanged. Returns a summary: root, family counts,
-    pathological / normal / test names and the metadata path.
+    arrays and adding cases leaves earlier ones unchanged. n_test: pathological cases held out in
+    test.txt (default about one in six). Returns a summary: root, family counts, pathological /
+    normal / test names and the metadata path.
     """
     out = Path(out)
+    if n_test is None:
+        n_test = max(1, n_pathological // 6) if n_pathological else 0
     if n_pathological and n_test >= n_pathological:
         raise LeFusionError(f"n_test={n_test} would hold out all {n_pathological} pathological cases; nothing left to train on")
     geometry = Geometry(spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]

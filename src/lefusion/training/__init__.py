@@ -1,5 +1,8 @@
-"""Training: lesion-focused (or global) diffusion training with EMA, accumulation, AMP and resume."""
+"""Training: lesion-focused (or global) diffusion training with EMA, accumulation, AMP and resume;
+DiffMask training on real lesion masks."""
 
+from .diffmask import DiffMaskTrainConfig, train_diffmask
+from .run import train_on_folder
 from .trainer import TrainConfig, train
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["DiffMaskTrainConfig", "TrainConfig", "train", "train_diffmask", "train_on_folder"]

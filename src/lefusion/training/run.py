@@ -6,41 +6,16 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
+from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig, context_channels
 from ..control.presets import fit_presets
+from ..data.conventions import DataConventions, conventions_for
 from ..data.dataset import LesionRoiDataset
-from ..data.layouts import EMIDEC, LIDC, detect_layout, find_cases
-from ..diffusion import conditional
+from ..data.layouts import find_cases
 from ..errors import LeFusionError
 from ..io import atomic_write_text
-from .trainer import TrainConfig, input_channels_besides_x, train
+from .trainer import TrainConfig, train
 
 RUN_CONFIG = "run_config.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConventions:
-    """Lesion labels, labels allowed besides them, and preprocessing of one dataset."""
-
-    lesion_labels: tuple[int, ...]
-    allowed_labels: tuple[int, ...] | None
-    preprocess: PreprocessConfig
-
-
-def conventions_for(root: Path, lesion_labels: tuple[int, ...] | None = None, preprocess: PreprocessConfig | None = None) -> DataConventions:
-    """Defaults by layout: LIDC -> label 1, CT 32x64x64; EMIDEC -> labels 3, 4 (1, 2 anatomy), MRI 10x72x72."""
-    layout = detect_layout(root)
-    if layout == EMIDEC:
-        default = DataConventions((3, 4), (0, 1, 2, 3, 4), EMIDEC_PREPROCESS)
-    elif layout == LIDC:
-        default = DataConventions((1,), None, LIDC_PREPROCESS)
-    else:
-        default = DataConventions((1,), None, LIDC_PREPROCESS)
-    labels = tuple(lesion_labels) if lesion_labels else default.lesion_labels
-    allowed = default.allowed_labels
-    if allowed is not None:
-        allowed = tuple(sorted(set(allowed) | set(labels)))
-    return DataConventions(labels, allowed, preprocess or default.preprocess)
 
 
 def training_dataset(root: Path, conventions: DataConventions) -> LesionRoiDataset:
@@ -62,24 +37,27 @@ def train_on_folder(
     n_presets: int = 3,
     progress: bool = True,
     mask_input: bool = False,
+    roi_shape: tuple[int, int, int] | None = None,
 ) -> Path:
     """Train a LeFusion model (or, with `train_config.method`, the Cond-Diffusion baseline) on
     `data_root`; returns the exported checkpoint folder.
 
     A run folder remembers its configuration (run_config.json): resuming with different settings
     is refused rather than silently mixing two runs. mask_input: the network also sees the lesion
-    masks (`ModelConfig.mask_input`).
+    masks (`ModelConfig.mask_input`); roi_shape: (D, H, W) instead of the preprocessing's own.
     """
     data_root, run_dir = Path(data_root), Path(run_dir)
     conventions = conventions_for(data_root, lesion_labels, preprocess)
+    if roi_shape is not None:
+        conventions = dataclasses.replace(conventions, preprocess=dataclasses.replace(conventions.preprocess, roi_shape=tuple(roi_shape)))
     dataset = training_dataset(data_root, conventions)
     n_classes = len(conventions.lesion_labels)
     denoiser = denoiser or DenoiserConfig()
     # Cond-Diffusion keeps LeFusion's histogram condition, so `--preset` means the same for both.
-    cond_diffusion = train_config.method == conditional.METHOD
-    if cond_diffusion and mask_input:
-        raise LeFusionError(f"--method {conditional.METHOD} already sees the masks (and the masked image); drop --mask-input")
-    extra_channels = input_channels_besides_x(train_config.method, n_classes, mask_input)
+    kind = train_config.method
+    if kind == "cond-diffusion" and mask_input:
+        raise LeFusionError("--method cond-diffusion already sees the masks (and the masked image); drop --mask-input")
+    extra_channels = context_channels(kind, n_classes, mask_input)
     denoiser = dataclasses.replace(
         denoiser, channels=n_classes, cond_dim=n_classes * conventions.preprocess.hist_bins, extra_in_channels=extra_channels
     )
@@ -89,11 +67,12 @@ def train_on_folder(
         schedule=schedule or ScheduleConfig(),
         preprocess=conventions.preprocess,
         lesion_labels=conventions.lesion_labels,
-        context_labels=tuple(sorted(set(conventions.allowed_labels or ()) - {0, *conventions.lesion_labels})),
+        context_labels=conventions.context_labels,
         hist_presets=tuple(presets),
         loss=train_config.loss,
-        source=f"{'Cond-Diffusion baseline ' if cond_diffusion else ''}trained on {data_root}",
+        source=f"{'Cond-Diffusion baseline ' if kind == 'cond-diffusion' else ''}trained on {data_root}",
         mask_input=mask_input,
+        kind=kind,
     )
     record = {"model": model_config.to_dict(), "train": dataclasses.asdict(train_config), "n_cases": len(dataset)}
     record_path = run_dir / RUN_CONFIG
@@ -102,7 +81,9 @@ def train_on_folder(
         ignore = ("steps", "save_every", "device")
         # a setting newer than the run folder counts as its default (e.g. `method` for older LeFusion runs)
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-        same = ModelConfig.from_dict(previous["model"]) == ModelConfig.from_dict(json.loads(json.dumps(record["model"]))) and all(
+        # a run folder from before configs named their kind infers it from its train method
+        legacy_extra = {"cond_diffusion": {}} if previous["train"].get("method") == "cond-diffusion" else {}
+        same = ModelConfig.from_dict(previous["model"], legacy_extra) == ModelConfig.from_dict(json.loads(json.dumps(record["model"]))) and all(
             previous["train"].get(k, defaults.get(k)) == v for k, v in json.loads(json.dumps(record["train"])).items() if k not in ignore
         )
         if not same:

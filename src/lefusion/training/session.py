@@ -31,12 +31,6 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1.0 - decay)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def read_log(path: Path, before_step: int) -> list[tuple[int, float, float]]:
     """Rows logged before `before_step` (a resumed run re-logs the steps after its last save)."""
     if not path.is_file():

@@ -19,11 +19,12 @@ from tqdm import tqdm
 from ..checkpoints.format import save_checkpoint
 from ..config import ModelConfig
 from ..data.dataset import LesionRoiDataset, random_flip
+from ..device import resolve_device
 from ..diffusion import conditional
+from ..diffusion.channels import mask_channels
 from ..diffusion.losses import diffusion_loss
-from ..diffusion.mask_input import mask_channels
 from ..errors import LeFusionError
-from .session import open_run, resolve_device, step_generator
+from .session import open_run, step_generator
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -55,21 +56,21 @@ class TrainConfig:
     method: Literal["lefusion", "cond-diffusion"] = "lefusion"
 
     def __post_init__(self) -> None:
-        if self.method not in ("lefusion", conditional.METHOD):
-            raise LeFusionError(f"unknown training method {self.method!r}; use 'lefusion' or '{conditional.METHOD}'")
-        if self.method == conditional.METHOD and self.loss != "global":
+        if self.method not in TRAIN_METHODS:
+            raise LeFusionError(f"unknown training method {self.method!r}; use one of {', '.join(TRAIN_METHODS)}")
+        if self.loss not in ("lesion", "global"):
+            raise LeFusionError(f"unknown loss {self.loss!r}; use 'lesion' or 'global'")
+        if self.loss_type not in ("l1", "l2"):
+            raise LeFusionError(f"unknown loss type {self.loss_type!r}; use 'l1' or 'l2'")
+        if self.method == "cond-diffusion" and self.loss != "global":
             raise LeFusionError(
-                f"--method {conditional.METHOD} is trained with the global loss over the whole ROI (that is the baseline); "
+                "--method cond-diffusion is trained with the global loss over the whole ROI (that is the baseline); "
                 "drop --loss lesion or use --loss global"
             )
 
 
-def input_channels_besides_x(method: str, n_classes: int, mask_input: bool) -> int:
-    """Extra network input channels: Cond-Diffusion's masks + masked image, a mask-input LeFusion
-    model's masks, else none."""
-    if method == conditional.METHOD:
-        return conditional.context_channels(n_classes)
-    return n_classes if mask_input else 0
+# Training methods -> the kind of model they make (`ModelConfig.kind`).
+TRAIN_METHODS = ("lefusion", "cond-diffusion")
 
 
 def _batch(dataset: LesionRoiDataset, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -100,14 +101,9 @@ def train(
             f"the model has {model_config.denoiser.channels} channel(s) but the data has "
             f"{len(dataset.lesion_labels)} lesion class(es) {dataset.lesion_labels}"
         )
-    cond_diffusion = cfg.method == conditional.METHOD
-    extra_channels = input_channels_besides_x(cfg.method, len(dataset.lesion_labels), model_config.mask_input)
-    if model_config.denoiser.extra_in_channels != extra_channels:
-        raise LeFusionError(
-            f"--method {cfg.method}{' with mask input' if model_config.mask_input else ''} needs {extra_channels} extra input "
-            f"channel(s) for {len(dataset.lesion_labels)} lesion class(es), but the model config has "
-            f"{model_config.denoiser.extra_in_channels}"
-        )
+    if model_config.kind != cfg.method:
+        raise LeFusionError(f"--method {cfg.method} trains {cfg.method} models, but the model config is a {model_config.kind} model")
+    cond_diffusion = model_config.kind == "cond-diffusion"
     device = resolve_device(cfg.device)
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
     model, ema, schedule, start = run.model, run.ema, run.schedule, run.start
@@ -137,7 +133,7 @@ def train(
         bar.set_postfix(loss=f"{total:.4f}")
     final = dataclasses.replace(model_config, loss=cfg.loss)
     extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
-    if cond_diffusion:  # marks the checkpoint, so `generate` can tell the method from the file
+    if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
         extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
     return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), extra)
 

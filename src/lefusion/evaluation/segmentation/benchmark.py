@@ -23,13 +23,13 @@ import torch
 
 from ...errors import LeFusionError
 from ...io import atomic_write_text
-from ...training.session import resolve_device
+from ...device import resolve_device
 from .data import Normaliser, Sample, largest_shape, read_cases, stack_padded, to_samples
 from .metrics import score_case
 from .networks import NetworkPlan, check_available, plan_network
 from .report import write_report
 from .settings import DEFAULT_METHOD, SET_ROLE, SyntheticSpec, TrainingMix, plan_mixes
-from .sources import (
+from ...data.sources import (
     LabelScheme, Modality, RealSplit, SyntheticCase, drop_leaking, label_scheme, manifest_method, read_synthetic_set, split_real,
 )
 from .train import TrainSettings, predict, train_segmenter

@@ -24,7 +24,7 @@ import torch
 from ...data.roi import validate_pair
 from ...errors import LeFusionError
 from ...io import read_volume
-from .sources import LabelScheme, Modality
+from ...data.sources import LabelScheme, Modality
 
 
 @dataclass(frozen=True)

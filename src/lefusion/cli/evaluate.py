@@ -1,8 +1,14 @@
-"""`lefusion evaluate ...`: does the synthetic data help? Downstream segmentation (and image quality)."""
+"""`lefusion evaluate ...`: does the synthetic data help? Downstream segmentation and image quality.
+
+The evaluation stack (MONAI, scikit-image, matplotlib) is the `lefusion[eval]` extra, so it is
+imported only when one of these commands runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from ..optional import require_extra
 
 _SYNTHETIC_HELP = (
     "synthetic training sets, each [METHOD:]SET=DIR. DIR is a `lefusion generate` output folder "
@@ -24,7 +30,8 @@ _SETTINGS_HELP = (
 def _segmentation(args: argparse.Namespace) -> int:
     import torch
 
-    from .evaluation.segmentation import BenchmarkConfig, TrainSettings, parse_synthetic, run_benchmark
+    require_extra("monai", "matplotlib", "skimage")
+    from ..evaluation.segmentation import BenchmarkConfig, TrainSettings, parse_synthetic, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,6 +48,34 @@ def _segmentation(args: argparse.Namespace) -> int:
     print(paths["summary.md"].read_text())
     print("results: " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    require_extra("skimage")
+    from ..evaluation.quality_report import QualityConfig, evaluate_quality
+
+    config = QualityConfig(patch_size=tuple(args.patch_size), n_projections=args.projections, seed=args.seed)
+    summary = evaluate_quality(args.generated, args.real, args.out, config)
+    sets = summary["sets"]
+    print(
+        f"{summary['outputs']} outputs ({summary['paired']} paired with a real case); "
+        f"sliced Wasserstein {sets['swd']}, MMD {sets['mmd']} over {sets['n_generated']} generated / {sets['n_real']} real patches\n"
+        f"  {args.out}/quality.csv (per output), quality.md (summary), quality.json"
+    )
+    return 0
+
+
+def add_quality_parser(esub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `quality` to the `evaluate` command's sub-parsers; returns the new parser."""
+    p = esub.add_parser("quality", help="PSNR / SSIM (paired), sliced Wasserstein / MMD (unpaired), histogram and background errors")
+    p.add_argument("--generated", required=True, help="a `lefusion generate` output folder (images/, labels/, manifest.json)")
+    p.add_argument("--real", required=True, help="the real dataset root (any supported layout); its pathological cases are the reference")
+    p.add_argument("--out", required=True, help="folder for quality.csv, quality.md, quality.json")
+    p.add_argument("--patch-size", type=int, nargs=3, default=[16, 16, 16], metavar=("D", "H", "W"), help="lesion patch size in voxels")
+    p.add_argument("--projections", type=int, default=128, help="random projections of the sliced Wasserstein distance")
+    p.add_argument("--seed", type=int, default=0, help="seed of the projections")
+    p.set_defaults(handler=_quality)
+    return p
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +118,5 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    "finish the runs sooner than 1 process x N threads; the results are the same")  # fmt: skip
     p.add_argument("--out", required=True, help="results folder (resumes from the runs saved there)")
     p.set_defaults(handler=_segmentation)
-
-    from .cli_quality import add_quality_parser
 
     add_quality_parser(esub)

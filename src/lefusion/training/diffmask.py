@@ -25,14 +25,15 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoints.format import save_checkpoint
-from ..config import DenoiserConfig
-from ..diffusion.losses import global_loss
-from ..diffusion.mask_input import with_context
+from ..config import PREDICTIONS, DenoiserConfig, Prediction
+from ..device import resolve_device
+from ..diffusion.channels import with_context
+from ..diffusion.losses import global_loss, prediction_target
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
-from ..training.session import open_run, resolve_device, step_generator
-from .control_region import CONDITIONING, CONTROL_KINDS, SPACING_MM, ControlKind, mask_control, mask_form, pack_forms
-from .diffmask import PREDICTIONS, Prediction, diffmask_model_config, training_target
+from ..masks.control_region import CONDITIONING, CONTROL_KINDS, SPACING_MM, ControlKind, mask_control, mask_form, pack_forms
+from ..masks.diffmask import diffmask_model_config
+from .session import open_run, step_generator
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -167,7 +168,7 @@ def train_diffmask(
     run_dir receives train_state.pt (resumable), log.csv (step, loss, seconds) and checkpoint/.
     """
     cfg, run_dir = config, Path(run_dir)
-    model_config = diffmask_model_config(denoiser, timesteps, cfg.box)
+    model_config = diffmask_model_config(denoiser, timesteps, cfg.box, cfg.prediction)
     masks, counts = prepare_masks(_load_masks(train_npz), cfg.box, cfg.clipped)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -184,7 +185,7 @@ def train_diffmask(
         noise = torch.randn(x0.shape, generator=gen)
         x0, sphere, t, noise = x0.to(device), sphere.to(device), t.to(device), noise.to(device)
         pred = model(with_context(q_sample(schedule, x0, t, noise), sphere), t, None)
-        loss = global_loss(pred, training_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
+        loss = global_loss(pred, prediction_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
         loss.backward()
         run.finish_step(
             step, float(loss.item()), steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
@@ -193,7 +194,7 @@ def train_diffmask(
         bar.set_postfix(loss=f"{loss.item():.4f}")
     extra = {
         "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING[cfg.control],
-                     "control": cfg.control, "prediction": cfg.prediction, "data": counts},
+                     "control": cfg.control, "data": counts},
         "train": {**dataclasses.asdict(cfg), "timesteps": int(timesteps)},
         "steps_done": cfg.steps,
     }

@@ -8,7 +8,7 @@ MRI, raw units differ from scan to scan; the per-volume min-max mapping makes th
 
 ROI conventions (preprocessing, lesion labels) come from a checkpoint when one is given — then a
 baseline meets exactly the ROIs and texture presets LeFusion meets — else from the data's layout
-(`lefusion.training.run.conventions_for`).
+(`lefusion.data.conventions.conventions_for`).
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..baselines.copy_paste import DonorLesion, copy_paste
+from ..baselines.donors import donor_presets, load_donors
+from ..baselines.handcrafted_texture import handcrafted_texture, histogram_moments
+from ..baselines.types import Baseline
 from ..control.conditions import choose_condition, parse_preset_spec
+from ..data.conventions import DataConventions, conventions_for
 from ..data.roi import Roi
+from ..diffusion.model import DiffusionModel
 from ..errors import LeFusionError
-from ..generation.pipeline import GenerateConfig, Generated, Job, Tick, condition_record, model_conventions
-from ..model import LeFusionModel
-from ..training.run import DataConventions, conventions_for
-from .copy_paste import DonorLesion, copy_paste
-from .donors import donor_presets, load_donors
-from .handcrafted_texture import handcrafted_texture, histogram_moments
-from .types import Baseline
+from .conditioning import condition_record
+from .types import GenerateConfig, Generated, Job, Tick
 
-METHODS = ("copy-paste", "handcrafted")
+BASELINES = ("copy-paste", "handcrafted")
 
 # Per output: (the baseline with its parameters bound, manifest fields describing them). Binding may
 # draw from the output's generator (e.g. a jittered condition) before the baseline itself does.
@@ -163,7 +164,7 @@ def make_baseline(
     method: str,
     data_root: str | Path,
     *,
-    model: LeFusionModel | None = None,
+    model: DiffusionModel | None = None,
     donors: str | Path | None = None,
     texture: Sequence[tuple[float, float]] | None = None,
     smoothing: float = 1.0,
@@ -175,7 +176,7 @@ def make_baseline(
     pathological training cases are the real lesions (required by copy-paste; for handcrafted
     without a checkpoint, the source of `presets_k` fitted presets).
     """
-    conventions = model_conventions(model) if model is not None else conventions_for(Path(data_root))
+    conventions = DataConventions.of_model(model.config) if model is not None else conventions_for(Path(data_root))
     if method == "copy-paste":
         if donors is None:
             raise LeFusionError("--method copy-paste needs --donors DIR, a dataset with real pathological cases to copy lesions from")
@@ -188,4 +189,4 @@ def make_baseline(
         else:
             presets = []
         return handcrafted_generator(conventions, presets, texture, smoothing)
-    raise LeFusionError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
+    raise LeFusionError(f"unknown baseline {method!r}; choose one of {', '.join(BASELINES)}")

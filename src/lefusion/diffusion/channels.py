@@ -1,5 +1,6 @@
-"""Extra input channels of the denoiser: the lesion masks of a mask-input model (`ModelConfig.mask_input`),
-and the one way every model here appends channels to x_t (Cond-Diffusion, DiffMask too).
+"""The network's channels: the extra input channels appended to x_t (the lesion masks of a
+mask-input model, `ModelConfig.mask_input`; the one way every model here appends channels, so
+Cond-Diffusion and DiffMask use it too), and the class channels of a multi-class output.
 
 A LeFusion network as published sees only x_t: the lesion region is implicit in it. At high noise
 x_t carries no trace of where the lesion is, so the network predicts the same texture everywhere,
@@ -26,3 +27,15 @@ def mask_channels(masks: torch.Tensor) -> torch.Tensor:
 def with_context(x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
     """The network input: x (B, C, D, H, W), then the context channels (B, E, D, H, W) if any."""
     return x if context is None else torch.cat((x, context.to(x.dtype)), dim=1)
+
+
+def combine_class_channels(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Multi-class output (B, K, D, H, W) -> one image (B, 1, D, H, W).
+
+    Class i's voxels come from channel i; every other voxel from channel 0. Overlapping masks:
+    the last class wins.
+    """
+    out = x[:, :1]
+    for i in range(1, x.shape[1]):
+        out = torch.where(masks[:, i : i + 1] > 0, x[:, i : i + 1], out)
+    return out

@@ -1,0 +1,44 @@
+"""`lefusion convert` and `lefusion info`: published checkpoints in, our format out; what a checkpoint is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..checkpoints import load_model, save_model
+from ..control.presets import read_presets
+
+
+def _convert(args: argparse.Namespace) -> int:
+    model = load_model(args.checkpoint, weights=args.weights)
+    if args.presets:
+        model = model.with_presets(read_presets(args.presets, model.config.denoiser.cond_dim or 0))
+    save_model(model, args.out)
+    cfg = model.config
+    print(
+        f"converted {args.checkpoint} ({args.weights} weights) -> {args.out}\n"
+        f"  {cfg.kind} model: dim {cfg.denoiser.dim}, mults {cfg.denoiser.dim_mults}, channels {cfg.denoiser.channels}, "
+        f"cond {cfg.denoiser.cond_dim}; lesion labels {cfg.lesion_labels}; {len(cfg.hist_presets)} histogram preset(s)"
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    model = load_model(args.checkpoint, weights=args.weights)
+    n_params = sum(p.numel() for p in model.denoiser.parameters())
+    print(json.dumps({"source": str(model.source), "sha256": model.weights_sha256, "parameters": n_params, **model.config.to_dict()}, indent=2))
+    return 0
+
+
+def add_checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="turn a published LeFusion .pt checkpoint into a lefusion folder")
+    p.add_argument("checkpoint", help="published .pt file (lidc.pt, emidec.pt, diffmask.pt) or lefusion folder")
+    p.add_argument("out", help="output folder (model.safetensors + config.json)")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of a .pt file (default: ema)")
+    p.add_argument("--presets", help="histogram presets JSON to store with the model (e.g. lidc_clusters.json)")
+    p.set_defaults(handler=_convert)
+
+    p = sub.add_parser("info", help="print a checkpoint's kind, architecture and configuration")
+    p.add_argument("checkpoint")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.set_defaults(handler=_info)

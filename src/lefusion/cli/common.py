@@ -1,0 +1,65 @@
+"""Flags and argument types shared by several subcommands (one definition, so they agree)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import DenoiserConfig
+from ..diffusion.sampling import SAMPLERS, SamplerConfig, TimeTravel, sampler_from_dict
+from ..errors import LeFusionError
+
+
+def add_architecture_args(p: argparse.ArgumentParser, dim: int, dim_mults: list[int], heads: int, dim_head: int, timesteps: int) -> None:
+    """--dim, --dim-mults, --heads, --dim-head, --timesteps with the given defaults."""
+    p.add_argument("--dim", type=int, default=dim, help=f"base width (default {dim})")
+    p.add_argument("--dim-mults", type=int, nargs="+", default=dim_mults, help="width multiplier per U-Net level")
+    p.add_argument("--heads", type=int, default=heads, help="attention heads")
+    p.add_argument("--dim-head", type=int, default=dim_head, help="width of one attention head")
+    p.add_argument("--timesteps", type=int, default=timesteps, help="diffusion steps T (cosine schedule)")
+
+
+def denoiser_from_args(args: argparse.Namespace) -> DenoiserConfig:
+    """DenoiserConfig from the architecture flags (channel layout is set by the caller)."""
+    return DenoiserConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), attn_heads=args.heads, attn_dim_head=args.dim_head)
+
+
+def add_sampler_args(p: argparse.ArgumentParser, default: str) -> None:
+    """--sampler NAME, --jump-length, --jump-n-sample; `default` names the method's own sampler in the help."""
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"reverse process (default: {default})")
+    p.add_argument("--jump-length", type=int, help="time-travel jump length (published: 10); implies --sampler time-travel")
+    p.add_argument("--jump-n-sample", type=int, help="time-travel repeats per jump (published: 10; 1 = no time travel)")
+
+
+def sampler_from_args(args: argparse.Namespace) -> SamplerConfig | None:
+    """The sampler the flags ask for, or None for the method's default."""
+    jumps = {k: v for k, v in (("jump_length", args.jump_length), ("jump_n_sample", args.jump_n_sample)) if v is not None}
+    kind = args.sampler or (TimeTravel.kind if jumps else None)
+    if kind is None:
+        return None
+    if jumps and kind != TimeTravel.kind:
+        raise LeFusionError(f"--jump-length / --jump-n-sample are settings of --sampler {TimeTravel.kind}, not {kind}")
+    try:
+        return sampler_from_dict({"kind": kind, **jumps})
+    except ValueError as exc:
+        raise LeFusionError(str(exc)) from exc
+
+
+def zyx(text: str) -> tuple[float, float, float]:
+    """'Z,Y,X' -> (z, y, x) floats (argparse type)."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X (three comma-separated numbers), got {text!r}")
+    try:
+        return tuple(float(v) for v in parts)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X numbers, got {text!r}") from exc
+
+
+def threshold(text: str) -> float | str:
+    """'size' or a number in [-1, 1] (argparse type for masks sample --threshold)."""
+    if text == "size":
+        return text
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'size' or a number in [-1, 1], got {text!r}") from exc

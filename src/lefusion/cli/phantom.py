@@ -1,0 +1,31 @@
+"""`lefusion phantom`: the embedded procedural datasets, in the real datasets' layouts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..phantoms import PHANTOMS, write_phantom
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    summary = write_phantom(
+        args.kind, Path(args.out), seed=args.seed, n_pathological=args.n_pathological, n_normal=args.n_normal, n_test=args.n_test,
+        roi_shape=tuple(args.roi_shape) if args.roi_shape else None, spacing=tuple(args.spacing) if args.spacing else None,
+    )
+    counts = ", ".join(f"{len(summary[k])} {k}" for k in ("pathological", "normal", "test") if k in summary)
+    print(f"wrote {args.kind} phantom to {args.out}: {counts}")
+    return 0
+
+
+def add_phantom_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("phantom", help="write a procedural phantom dataset (lung CT: LIDC layout; cardiac MRI: EMIDEC layout)")
+    p.add_argument("kind", choices=sorted(PHANTOMS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-pathological", type=int)
+    p.add_argument("--n-normal", type=int)
+    p.add_argument("--n-test", type=int, help="lung: held-out pathological cases listed in test.txt (default: one in six)")
+    p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in mm")
+    p.set_defaults(handler=_phantom)

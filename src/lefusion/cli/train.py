@@ -1,0 +1,58 @@
+"""`lefusion train`: a LeFusion model (or the RePaint / Cond-Diffusion baselines) on a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import ScheduleConfig
+from ..training import TrainConfig, train_on_folder
+from ..training.trainer import TRAIN_METHODS
+from .common import add_architecture_args, denoiser_from_args
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, ema_start=args.ema_start,
+        ema_decay=args.ema_decay, ema_every=args.ema_every, save_every=args.save_every, seed=args.seed,
+        loss=args.loss or ("global" if args.method == "cond-diffusion" else "lesion"),
+        loss_type=args.loss_type, amp=args.amp, device=args.device, method=args.method,
+    )
+    checkpoint = train_on_folder(
+        args.data, args.out, config, denoiser_from_args(args), ScheduleConfig(timesteps=args.timesteps),
+        tuple(args.lesion_labels) if args.lesion_labels else None, None, args.presets_k, mask_input=args.mask_input,
+        roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
+    )
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a LeFusion model on a dataset folder (any supported layout)")
+    p.add_argument("--data", required=True, help="dataset root: LeFusion LIDC / EMIDEC layout, images+masks folders, nnU-Net raw")
+    p.add_argument("--out", required=True, help="run folder (resumes if it holds a saved state)")
+    p.add_argument("--steps", type=int, default=50000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ema-start", type=int, default=0, help="step at which EMA averaging starts (release: 2000)")
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--ema-every", type=int, default=10, help="EMA update interval in steps (release: 10)")
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=TRAIN_METHODS, default="lefusion",
+                   help="lefusion (default), or the Cond-Diffusion baseline: masks + masked image as input channels, "
+                   "global loss, generates the whole ROI")  # fmt: skip
+    p.add_argument("--loss", choices=["lesion", "global"],
+                   help="lesion-focused (LeFusion, the default) or global (with --method lefusion: the RePaint baseline; "
+                   "cond-diffusion always uses global)")  # fmt: skip
+    p.add_argument("--loss-type", choices=["l1", "l2"], default="l1")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    p.add_argument("--device", default="auto")
+    add_architecture_args(p, dim=64, dim_mults=[1, 2, 4, 8], heads=8, dim_head=32, timesteps=300)  # release: LIDC
+    p.add_argument("--mask-input", action="store_true",
+                   help="the network also sees the lesion masks as input channels (not in the public release; lets it place "
+                   "structure inside the lesion, e.g. a part-solid core)")  # fmt: skip
+    p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
+    p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
+    p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")
+    p.set_defaults(handler=_train)
