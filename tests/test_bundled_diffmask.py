@@ -16,7 +16,7 @@ def test_bundled_diffmask_is_small_and_documented():
     folder = bundled_model_dir("diffmask_lidc")
     assert (folder / "model.safetensors").stat().st_size < 25 * 2**20
     model = load_diffmask("diffmask_lidc")
-    assert model.extra["diffmask"]["prediction"] == "x0"
+    assert model.kind == "diffmask" and model.config.prediction == "x0"
     assert model.extra["diffmask"]["control"] == "ellipsoid" and len(model.extra["diffmask"]["control_forms"]) > 1000
     assert any("lefusion masks train" in c for c in model.extra["commands"]), "the exact training command is recorded"
 
