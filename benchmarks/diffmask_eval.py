@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lefusion.masks.diffmask import DEFAULT_SMOOTHING_SIGMA, control_regions, load_diffmask, model_box, model_control, postprocess, sample_x0
+from lefusion.masks.diffmask import (
+    DEFAULT_SMOOTHING_SIGMA,
+    control_regions,
+    load_diffmask,
+    model_box,
+    model_control,
+    postprocess,
+    sample_x0,
+)
 from lefusion.training.diffmask import prepare_masks
 from lefusion.masks.handcrafted import handcrafted_mask
 from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
@@ -181,9 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jitter", type=float, default=4.0, help="centre jitter in voxels for table (b)")
-    parser.add_argument("--postprocess", nargs="+", type=_variant, default=[(DEFAULT_SMOOTHING_SIGMA, "size")], metavar="SIGMA,THRESHOLD",
-                        help="post-processing variants compared on the same raw samples (default: the library's); "
-                             "THRESHOLD 'size' matches the requested volume")
+    parser.add_argument(
+        "--postprocess",
+        nargs="+",
+        type=_variant,
+        default=[(DEFAULT_SMOOTHING_SIGMA, "size")],
+        metavar="SIGMA,THRESHOLD",
+        help="post-processing variants compared on the same raw samples (default: the library's); "
+        "THRESHOLD 'size' matches the requested volume",
+    )
     parser.add_argument("--raw", type=Path, default=None, help="keep / reuse the raw samples in this folder")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip", choices=["shape", "control"], default=None)

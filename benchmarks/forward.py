@@ -77,7 +77,7 @@ def main() -> None:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
     for device in devices:
-        for dtype in (["fp32", "bf16"] if device == "cuda" else ["fp32"]):
+        for dtype in ["fp32", "bf16"] if device == "cuda" else ["fp32"]:
             for model in PUBLISHED:
                 for batch in args.batches:
                     spec = {"model": model, "batch": batch, "device": device, "dtype": dtype, "repeats": args.repeats}

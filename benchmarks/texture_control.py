@@ -43,12 +43,25 @@ def main() -> None:
     data = Path(args.data) if args.data else work / "phantom"
     if not args.data:
         phantom = model.extra.get("phantom", {})
-        write_lung_phantom(data, n_pathological=0, n_normal=args.cases, n_test=0, seed=int(phantom.get("seed", 0)),
-                           roi_shape=tuple(phantom.get("roi_shape", model.config.preprocess.roi_shape)),
-                           spacing=tuple(phantom.get("spacing", (1.4, 1.4, 1.4))))
+        write_lung_phantom(
+            data,
+            n_pathological=0,
+            n_normal=args.cases,
+            n_test=0,
+            seed=int(phantom.get("seed", 0)),
+            roi_shape=tuple(phantom.get("roi_shape", model.config.preprocess.roi_shape)),
+            spacing=tuple(phantom.get("spacing", (1.4, 1.4, 1.4))),
+        )
     presets = tuple(str(i) for i in range(1, len(model.config.hist_presets) + 1))
-    config = GenerateConfig(presets=presets, seed=args.seed, sampler=TimeTravel(args.jump_length, args.jump_n_sample),
-                            batch_size=args.batch_size, max_cases=args.cases, previews=False, device=args.device)
+    config = GenerateConfig(
+        presets=presets,
+        seed=args.seed,
+        sampler=TimeTravel(args.jump_length, args.jump_n_sample),
+        batch_size=args.batch_size,
+        max_cases=args.cases,
+        previews=False,
+        device=args.device,
+    )
     manifest = json.loads(generate_dataset(model, data, work / "generated", config, progress=True).read_text())
     # seconds per lesion as recorded when each output was generated (a resumed run skips finished ones)
     per_lesion = [e["seconds"] for e in manifest["outputs"].values()]
@@ -61,14 +74,22 @@ def main() -> None:
         return (v + 1) / 2 * (hi - lo) + lo
 
     target_means = [mean_intensity([torch.tensor(p)]) for p in model.config.hist_presets]
-    print(f"\nmodel {model.weights_sha256[:12]}; {n_out} lesions from {len(names) and len(hists[names[0]])} normal ROIs; "
-          f"jump {args.jump_length}/{args.jump_n_sample}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| generated with | " + " | ".join(f"W1 to preset {j + 1}" for j in range(matrix.shape[1])) + " | nearest | mean lesion HU (target) |")
+    print(
+        f"\nmodel {model.weights_sha256[:12]}; {n_out} lesions from {len(names) and len(hists[names[0]])} normal ROIs; "
+        f"jump {args.jump_length}/{args.jump_n_sample}; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
+    print(
+        "| generated with | "
+        + " | ".join(f"W1 to preset {j + 1}" for j in range(matrix.shape[1]))
+        + " | nearest | mean lesion HU (target) |"
+    )
     print("|---|" + "---|" * (matrix.shape[1] + 2))
     for i, name in enumerate(names):
         cells = [f"**{v:.3f}**" if j == matrix[i].argmin() else f"{v:.3f}" for j, v in enumerate(matrix[i])]
-        print(f"| preset {name} | " + " | ".join(cells) + f" | {int(matrix[i].argmin()) + 1} | "
-              f"{to_hu(mean_intensity(hists[name])):.0f} ({to_hu(target_means[int(name) - 1]):.0f}) |")
+        print(
+            f"| preset {name} | " + " | ".join(cells) + f" | {int(matrix[i].argmin()) + 1} | "
+            f"{to_hu(mean_intensity(hists[name])):.0f} ({to_hu(target_means[int(name) - 1]):.0f}) |"
+        )
     seconds = sum(per_lesion) / len(per_lesion)
     print(f"\n{seconds:.1f} s per lesion (sampling time per batch / lesions in it; batch {args.batch_size}, {args.device})")
     (work / "texture_control.json").write_text(json.dumps({"conditions": names, "matrix": matrix.tolist(), "seconds_per_lesion": seconds}))

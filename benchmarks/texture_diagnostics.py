@@ -59,7 +59,10 @@ def preset_table(model, data: Path) -> str:
     hists = LesionRoiDataset(cases, model.config.preprocess, model.config.lesion_labels).hists
     presets = torch.tensor(model.config.hist_presets, dtype=torch.float32)
     nearest = wasserstein_1d_hist(hists[:, None].expand(-1, len(presets), -1), presets[None].expand(len(hists), -1, -1)).argmin(1)
-    lines = ["| family | n | " + " | ".join(f"nearest preset {k + 1}" for k in range(len(presets))) + " |", "|" + "---|" * (2 + len(presets))]
+    lines = [
+        "| family | n | " + " | ".join(f"nearest preset {k + 1}" for k in range(len(presets))) + " |",
+        "|" + "---|" * (2 + len(presets)),
+    ]
     for family in FAMILIES:
         idx = [i for i, c in enumerate(cases) if families.get(c.name) == family]
         counts = [int((nearest[idx] == k).sum()) for k in range(len(presets))]
@@ -121,13 +124,18 @@ def denoising_table(model, ds: LesionRoiDataset, steps: list[int], seed: int) ->
     halo = lesion & ~core
     x = image.expand(-1, len(model.config.lesion_labels), -1, -1, -1)
     gen = torch.Generator().manual_seed(seed)
-    lines = ["| t | " + " | ".join(f"preset {k + 1}: core / halo HU" for k in range(len(presets))) + " |", "|" + "---|" * (1 + len(presets))]
+    lines = [
+        "| t | " + " | ".join(f"preset {k + 1}: core / halo HU" for k in range(len(presets))) + " |",
+        "|" + "---|" * (1 + len(presets)),
+    ]
     for step in steps:
         t = torch.full((len(ds),), step, dtype=torch.long)
         x_t = q_sample(model.schedule, x, t, torch.randn(x.shape, generator=gen))
         cells = [str(step)]
         for k in range(len(presets)):
-            x0 = predict_x0(model.schedule, x_t, t, model.denoiser(with_context(x_t, context), t, presets[k].expand(len(ds), -1))).clamp(-1, 1)[:, :1]
+            x0 = predict_x0(model.schedule, x_t, t, model.denoiser(with_context(x_t, context), t, presets[k].expand(len(ds), -1))).clamp(
+                -1, 1
+            )[:, :1]
             hu = to_hu(x0, window)
             cells.append(f"{float(hu[core].mean()):.0f} / {float(hu[halo].mean()):.0f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -152,8 +152,24 @@ def _trained(base: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
-        phantom=("--n-pathological", "28", "--n-test", "16", "--n-normal", "12",
-                 "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "1"),  # fmt: skip
+        phantom=(
+            "--n-pathological",
+            "28",
+            "--n-test",
+            "16",
+            "--n-normal",
+            "12",
+            "--roi-shape",
+            "16",
+            "32",
+            "32",
+            "--spacing",
+            "1.4",
+            "1.4",
+            "1.4",
+            "--seed",
+            "1",
+        ),  # fmt: skip
         models=None,
         methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "1", "--jump-n-sample", "1"),
@@ -168,8 +184,24 @@ PROFILES: dict[str, Profile] = {
     ),
     "gpu": Profile(
         name="gpu",
-        phantom=("--n-pathological", "64", "--n-test", "32", "--n-normal", "64",
-                 "--roi-shape", "32", "64", "64", "--spacing", "1.0", "0.7", "0.7", "--seed", "1"),  # fmt: skip
+        phantom=(
+            "--n-pathological",
+            "64",
+            "--n-test",
+            "32",
+            "--n-normal",
+            "64",
+            "--roi-shape",
+            "32",
+            "64",
+            "64",
+            "--spacing",
+            "1.0",
+            "0.7",
+            "0.7",
+            "--seed",
+            "1",
+        ),  # fmt: skip
         models=_trained(GPU_TRAIN),
         methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "10", "--jump-n-sample", "10"),
@@ -183,8 +215,24 @@ PROFILES: dict[str, Profile] = {
     ),
     "smoke": Profile(
         name="smoke",
-        phantom=("--n-pathological", "6", "--n-test", "2", "--n-normal", "3",
-                 "--roi-shape", "8", "16", "16", "--spacing", "2.0", "1.0", "1.0", "--seed", "1"),  # fmt: skip
+        phantom=(
+            "--n-pathological",
+            "6",
+            "--n-test",
+            "2",
+            "--n-normal",
+            "3",
+            "--roi-shape",
+            "8",
+            "16",
+            "16",
+            "--spacing",
+            "2.0",
+            "1.0",
+            "1.0",
+            "--seed",
+            "1",
+        ),  # fmt: skip
         models=_trained(SMOKE_TRAIN),
         methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "1", "--jump-n-sample", "1"),
@@ -286,7 +334,11 @@ def plan(profile: Profile) -> list[Step]:
              note=f"copy the pathological training cases of {REAL}/ (not its test cases) to {P_TRAIN}/Image and {P_TRAIN}/Mask"),
     ]  # fmt: skip
     for method, flags in (profile.models or {}).items():
-        steps.append(Step(f"train-{method}", (f"runs/{method}/checkpoint/config.json",), ("train", "--data", REAL, "--out", f"runs/{method}", *flags)))
+        steps.append(
+            Step(
+                f"train-{method}", (f"runs/{method}/checkpoint/config.json",), ("train", "--data", REAL, "--out", f"runs/{method}", *flags)
+            )
+        )
     generated = [(method, set_name) for method in profile.methods for set_name in SETS]
     for method, set_name in generated:
         tag = SETS[set_name][0]
@@ -327,8 +379,10 @@ def is_done(workdir: Path, step: Step) -> dict | None:
         return None
     record = json.loads(path.read_text())
     if record.get("command") != step.command:
-        sys.exit(f"{path}: step {step.name} was run as\n  {record.get('command')}\nbut this profile runs\n  {step.command}\n"
-                 "use a new --workdir (or delete that record and the step's outputs)")
+        sys.exit(
+            f"{path}: step {step.name} was run as\n  {record.get('command')}\nbut this profile runs\n  {step.command}\n"
+            "use a new --workdir (or delete that record and the step's outputs)"
+        )
     return record if all((workdir / out).exists() for out in step.outputs) else None
 
 
@@ -513,8 +567,9 @@ def environment(threads: int | None) -> str:
     return f"torch {torch.__version__}, Python {platform.python_version()}, {device}, OMP_NUM_THREADS={threads or os.environ.get('OMP_NUM_THREADS', 'unset')}"
 
 
-def write_report(workdir: Path, profile: Profile, outcomes: Sequence[Outcome], threads: int | None, in_process: bool,
-                 wall_seconds: float) -> Path:
+def write_report(
+    workdir: Path, profile: Profile, outcomes: Sequence[Outcome], threads: int | None, in_process: bool, wall_seconds: float
+) -> Path:
     """WORKDIR/REPORT.md: what was run, how long each step took, the two tables. `wall_seconds`: the
     wall clock of this invocation (less than the sum of the steps when a stage runs them in parallel)."""
     invocation = f"python scripts/segmentation_benchmark.py --profile {profile.name} --workdir {workdir}"
@@ -541,8 +596,7 @@ def write_report(workdir: Path, profile: Profile, outcomes: Sequence[Outcome], t
         "patches of the set against those of every real pathological case (details: `quality/*/quality.md`).\n",
         quality_table(workdir, profile),
         "## Time per step\n",
-        "Wall-clock seconds of the run that completed each step (a step resumed after an interruption shows only "
-        "its last part).\n",
+        "Wall-clock seconds of the run that completed each step (a step resumed after an interruption shows only its last part).\n",
         "\n".join(timing) + "\n",
         "## Commands (run in the work folder)\n",
         f"```bash\ncd {workdir}\n{env}{commands}\n```\n",
@@ -561,7 +615,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), required=True)
     parser.add_argument("--workdir", type=Path, help="work folder (default outputs/benchmark-PROFILE); re-running resumes it")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every command (default: cpu 1, with two commands or segmenter runs at a time; smoke 1; gpu unchanged)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS for every command (default: cpu 1, with two commands or segmenter runs at a time; smoke 1; gpu unchanged)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--in-process", action="store_true",
                         help="run the lefusion commands in this interpreter instead of one process each "

@@ -47,8 +47,23 @@ def _case(root: Path) -> tuple[Path, Path]:
 
 
 def _run_generate(root: Path, model: Path, out: Path, capsys) -> str:
-    code = main(["generate", "--checkpoint", str(model), "--data", str(root), "--out", str(out), "--preset", "1",
-                 "--jump-length", "1", "--jump-n-sample", "1"])
+    code = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(model),
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--preset",
+            "1",
+            "--jump-length",
+            "1",
+            "--jump-n-sample",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("lefusion: error:") and "\n" not in err
@@ -73,7 +88,11 @@ def _rewrite(path: Path, fn) -> None:
 BAD_INPUTS = {
     "not 3D": (lambda i, m: _write_2d(i), r"is 2D|expected a 3D", "image"),
     "shape mismatch": (lambda i, m: _rewrite(m, lambda v: v.array[:, :-2]), r"shape", "mask"),
-    "geometry mismatch": (lambda i, m: _rewrite(m, lambda v: Volume(v.array, Geometry(spacing=(9.0, 9.0, 9.0)))), r"geometry|spacing", "mask"),
+    "geometry mismatch": (
+        lambda i, m: _rewrite(m, lambda v: Volume(v.array, Geometry(spacing=(9.0, 9.0, 9.0)))),
+        r"geometry|spacing",
+        "mask",
+    ),
     "empty mask": (lambda i, m: _rewrite(m, lambda v: np.zeros_like(v.array)), r"empty|no lesion", "mask"),
     "unknown label": (lambda i, m: _rewrite(m, lambda v: np.where(v.array > 0, 7, 0).astype(np.uint8)), r"7", "mask"),
     "NaN voxels": (lambda i, m: _rewrite(i, lambda v: _with_nan(v.array)), r"NaN", "image"),

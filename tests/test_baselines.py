@@ -216,8 +216,26 @@ def test_cli_handcrafted_with_presets_and_with_texture(lung, tmp_path):
 
 
 def test_handcrafted_with_a_checkpoint_uses_its_conventions_and_presets(lung, tmp_path):
-    assert main(["generate", "--method", "handcrafted", "--checkpoint", str(demo_model_dir()), "--data", str(lung),
-                 "--out", str(tmp_path / "g"), "--preset", "all", "--max-cases", "1"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--method",
+                "handcrafted",
+                "--checkpoint",
+                str(demo_model_dir()),
+                "--data",
+                str(lung),
+                "--out",
+                str(tmp_path / "g"),
+                "--preset",
+                "all",
+                "--max-cases",
+                "1",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["method"] == "handcrafted" and manifest["conventions"]["preprocess"]["roi_shape"] == [16, 32, 32]
     assert sorted(e["preset"] for e in manifest["outputs"].values()) == [1, 2, 3]

@@ -30,8 +30,15 @@ def test_presets_steer_the_generated_texture(tmp_path):
     model = load_model(demo_model_dir())
     phantom = model.extra["phantom"]
     data = tmp_path / "phantom"
-    write_lung_phantom(data, n_pathological=0, n_normal=1, n_test=0, seed=phantom["seed"],
-                       roi_shape=tuple(phantom["roi_shape"]), spacing=tuple(phantom["spacing"]))
+    write_lung_phantom(
+        data,
+        n_pathological=0,
+        n_normal=1,
+        n_test=0,
+        seed=phantom["seed"],
+        roi_shape=tuple(phantom["roi_shape"]),
+        spacing=tuple(phantom["spacing"]),
+    )
     config = GenerateConfig(presets=("1", "2", "3"), seed=0, sampler=Ancestral(), batch_size=3, previews=False)
     generate_dataset(model, data, tmp_path / "gen", config, progress=False)
     hists = generated_histograms(model, tmp_path / "gen")

@@ -17,7 +17,12 @@ def test_masks_lidc_from_a_given_sqlite(tmp_path, capsys):
 
 
 def test_handcrafted_then_evaluate(tmp_path, capsys):
-    assert main(["masks", "handcrafted", "--n", "3", "--diameter", "8", "--box", "16", "24", "24", "--seed", "1", "--out", str(tmp_path / "hc")]) == 0
+    assert (
+        main(
+            ["masks", "handcrafted", "--n", "3", "--diameter", "8", "--box", "16", "24", "24", "--seed", "1", "--out", str(tmp_path / "hc")]
+        )
+        == 0
+    )
     files = sorted((tmp_path / "hc").glob("*.nii.gz"))
     assert len(files) == 3
     for f in files:

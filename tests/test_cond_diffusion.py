@@ -48,8 +48,26 @@ def lung(tmp_path_factory) -> Path:
 def checkpoint(lung, tmp_path_factory) -> Path:
     """A Cond-Diffusion model trained for 2 steps through the CLI."""
     run = tmp_path_factory.mktemp("run") / "cond"
-    args = ["train", "--method", "cond-diffusion", "--data", str(lung), "--out", str(run), "--steps", "2",
-            "--batch-size", "2", "--grad-accum", "1", "--save-every", "2", "--presets-k", "2", *ARCH]
+    args = [
+        "train",
+        "--method",
+        "cond-diffusion",
+        "--data",
+        str(lung),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--save-every",
+        "2",
+        "--presets-k",
+        "2",
+        *ARCH,
+    ]
     assert main(args) == 0
     return run / "checkpoint"
 
@@ -61,8 +79,15 @@ def _save_untrained(config: ModelConfig, folder: Path) -> Path:
 
 
 def _tiny_cond_model(n_classes: int = 1) -> tuple[Denoiser, NoiseSchedule]:
-    cfg = DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8, channels=n_classes,
-                         cond_dim=16 * n_classes, extra_in_channels=context_channels("cond-diffusion", n_classes))
+    cfg = DenoiserConfig(
+        dim=8,
+        dim_mults=(1, 2),
+        attn_heads=2,
+        attn_dim_head=8,
+        channels=n_classes,
+        cond_dim=16 * n_classes,
+        extra_in_channels=context_channels("cond-diffusion", n_classes),
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = Denoiser(cfg).eval()
@@ -129,8 +154,9 @@ def test_sampler_feeds_masks_and_masked_image_and_ignores_the_lesion_texture():
 
     inside = image.clone()
     inside[label == 1] = 0.9
-    assert torch.equal(sample_cond_diffusion(net, schedule, inside, label, (1,), None, gens()), out), \
+    assert torch.equal(sample_cond_diffusion(net, schedule, inside, label, (1,), None, gens()), out), (
         "the lesion's real texture must not reach the network"
+    )
     outside = image.clone()
     outside[label == 0] *= 0.5
     changed = sample_cond_diffusion(net, schedule, outside, label, (1,), None, gens())
@@ -176,8 +202,24 @@ def test_cli_training_writes_a_marked_cond_diffusion_checkpoint(checkpoint):
 
 def test_cli_generate_writes_the_whole_generated_roi(lung, checkpoint, tmp_path, capsys):
     out = tmp_path / "gen"
-    args = ["generate", "--method", "cond-diffusion", "--checkpoint", str(checkpoint), "--data", str(lung),
-            "--out", str(out), "--preset", "1", "2", "--seed", "0", "--batch-size", "3"]
+    args = [
+        "generate",
+        "--method",
+        "cond-diffusion",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(lung),
+        "--out",
+        str(out),
+        "--preset",
+        "1",
+        "2",
+        "--seed",
+        "0",
+        "--batch-size",
+        "3",
+    ]
     assert main(args) == 0
     assert "outputs in" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
@@ -292,11 +334,36 @@ def test_cond_diffusion_refuses_other_checkpoints(lung, tmp_path, capsys):
 def test_cli_argument_errors(lung, checkpoint, tmp_path, capsys):
     assert main(["generate", "--method", "cond-diffusion", "--data", str(lung), "--out", str(tmp_path / "g")]) == 2
     assert "--checkpoint is required" in capsys.readouterr().err
-    args = ["generate", "--method", "cond-diffusion", "--checkpoint", str(checkpoint), "--data", str(lung),
-            "--out", str(tmp_path / "g"), "--texture", "0", "10"]
+    args = [
+        "generate",
+        "--method",
+        "cond-diffusion",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(lung),
+        "--out",
+        str(tmp_path / "g"),
+        "--texture",
+        "0",
+        "10",
+    ]
     assert main(args) == 2
     assert "not cond-diffusion" in capsys.readouterr().err
-    args = ["train", "--method", "cond-diffusion", "--loss", "lesion", "--data", str(lung), "--out", str(tmp_path / "r"), "--steps", "1", *ARCH]
+    args = [
+        "train",
+        "--method",
+        "cond-diffusion",
+        "--loss",
+        "lesion",
+        "--data",
+        str(lung),
+        "--out",
+        str(tmp_path / "r"),
+        "--steps",
+        "1",
+        *ARCH,
+    ]
     assert main(args) == 2
     assert "global loss" in capsys.readouterr().err
 
@@ -304,12 +371,16 @@ def test_cli_argument_errors(lung, checkpoint, tmp_path, capsys):
 def test_run_folder_refuses_the_other_method(lung, checkpoint):
     cfg = TrainConfig(steps=3, batch_size=2, grad_accum=1, save_every=2)  # method lefusion in the cond-diffusion run
     with pytest.raises(LeFusionError, match="other settings"):
-        train_on_folder(lung, checkpoint.parent, cfg, TINY, ScheduleConfig(timesteps=4), preprocess=PreprocessConfig(roi_shape=ROI), progress=False)
+        train_on_folder(
+            lung, checkpoint.parent, cfg, TINY, ScheduleConfig(timesteps=4), preprocess=PreprocessConfig(roi_shape=ROI), progress=False
+        )
 
 
 def test_lefusion_run_folders_from_before_the_method_setting_still_resume(lung, tmp_path):
     run = tmp_path / "old"
-    kwargs = dict(denoiser=TINY, schedule=ScheduleConfig(timesteps=4), preprocess=PreprocessConfig(roi_shape=ROI), n_presets=2, progress=False)
+    kwargs = dict(
+        denoiser=TINY, schedule=ScheduleConfig(timesteps=4), preprocess=PreprocessConfig(roi_shape=ROI), n_presets=2, progress=False
+    )
     train_on_folder(lung, run, TrainConfig(steps=1, batch_size=1, grad_accum=1), **kwargs)
     record = json.loads((run / RUN_CONFIG).read_text())
     del record["train"]["method"]  # as written before TrainConfig had it

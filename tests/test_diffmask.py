@@ -239,7 +239,9 @@ def test_unknown_prediction_is_refused(tmp_path):
     # a checkpoint written before configs named the prediction keeps it in extra: read there, checked there
     record = {k: v for k, v in config.to_dict().items() if k not in ("kind", "prediction")}
     path = save_checkpoint(tmp_path / "old", config, Denoiser(config.denoiser).state_dict(), {"diffmask": {"prediction": "score"}})
-    (path / "config.json").write_text(json.dumps({"format": "lefusion", "version": 1, **record, "extra": {"diffmask": {"prediction": "score"}}}))
+    (path / "config.json").write_text(
+        json.dumps({"format": "lefusion", "version": 1, **record, "extra": {"diffmask": {"prediction": "score"}}})
+    )
     with pytest.raises(LeFusionError, match="prediction"):
         load_diffmask(path)
 

@@ -32,7 +32,10 @@ def test_checkpoint_architecture_matches_reference_config(case):
     spec = json.loads((ref / f"{name}.json").read_text())
     cfg = model.config.denoiser
     assert (cfg.dim, list(cfg.dim_mults), cfg.channels, cfg.cond_dim) == (
-        spec["dim"], spec["dim_mults"], spec["channels"], spec["cond_dim"]
+        spec["dim"],
+        spec["dim_mults"],
+        spec["channels"],
+        spec["cond_dim"],
     )
     assert sum(p.numel() for p in model.denoiser.parameters()) == spec["n_params"]
     assert model.config.schedule.timesteps == spec["timesteps"]
@@ -72,8 +75,14 @@ def test_background_preserving_step_and_renoise_match_reference(case):
     draws = iter([g["noise_gt"], g["noise_sample"]])  # the loop draws the known region's noise, then the step's
     with torch.no_grad():
         x_prev, _ = reverse_step(
-            Ancestral(), Network(model.denoiser, g["cond"]), model.schedule, g["x_t"], g["t"], int(g["t"][0]) - 1,
-            KnownRegion(g["gt"], lesion), lambda shape: next(draws),
+            Ancestral(),
+            Network(model.denoiser, g["cond"]),
+            model.schedule,
+            g["x_t"],
+            g["t"],
+            int(g["t"][0]) - 1,
+            KnownRegion(g["gt"], lesion),
+            lambda shape: next(draws),
         )
     assert rel_err(x_prev, g["x_prev"]) < 1e-5
     x_undo = renoise(model.schedule, g["x_prev"], g["undo_t"], g["undo_noise"])

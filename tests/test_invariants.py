@@ -78,7 +78,13 @@ def _tiny_inpaint(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     label = torch.zeros(1, 1, 4, 8, 8, dtype=torch.long)
     label[..., 1:3, 2:6, 2:6] = 1
     out = inpaint_lesions(
-        net, schedule, image, label, (1,), torch.full((1, 16), 1 / 16), torch.Generator().manual_seed(seed),
+        net,
+        schedule,
+        image,
+        label,
+        (1,),
+        torch.full((1, 16), 1 / 16),
+        torch.Generator().manual_seed(seed),
         sampler=TimeTravel(3, 2),
     )
     return image, label, out

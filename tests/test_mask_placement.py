@@ -91,22 +91,95 @@ def test_cli_sample_writes_a_dataset_generate_can_read(checkpoint, tmp_path, cap
 
 
 def test_cli_sample_in_the_model_box_and_bad_input(checkpoint, tmp_path, capsys):
-    assert main(["masks", "sample", "--checkpoint", str(checkpoint), "--n", "2", "--diameter", "4", "6", "--out", str(tmp_path / "box")]) == 0
+    assert (
+        main(["masks", "sample", "--checkpoint", str(checkpoint), "--n", "2", "--diameter", "4", "6", "--out", str(tmp_path / "box")]) == 0
+    )
     files = sorted((tmp_path / "box" / "masks").glob("*.nii.gz"))
     assert [f.name for f in files] == ["diffmask_0000.nii.gz", "diffmask_0001.nii.gz"]
     assert read_volume(files[0]).shape == BOX
     # the default threshold ("size") gives each mask the requested volume: round(pi/6 d^3) voxels
     assert [int(read_volume(f).array.sum()) for f in files] == [round(np.pi / 6 * d**3) for d in (4, 6)]
     assert json.loads((tmp_path / "box" / "masks.json").read_text())["threshold"] == "size"
-    assert main(["masks", "sample", "--checkpoint", str(checkpoint), "--n", "1", "--diameter", "4", "--threshold", "0.5", "--out", str(tmp_path / "fixed")]) == 0
+    assert (
+        main(
+            [
+                "masks",
+                "sample",
+                "--checkpoint",
+                str(checkpoint),
+                "--n",
+                "1",
+                "--diameter",
+                "4",
+                "--threshold",
+                "0.5",
+                "--out",
+                str(tmp_path / "fixed"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "fixed" / "masks.json").read_text())["threshold"] == 0.5
     with pytest.raises(SystemExit):
-        main(["masks", "sample", "--checkpoint", str(checkpoint), "--n", "1", "--diameter", "4", "--threshold", "big", "--out", str(tmp_path / "z")])
+        main(
+            [
+                "masks",
+                "sample",
+                "--checkpoint",
+                str(checkpoint),
+                "--n",
+                "1",
+                "--diameter",
+                "4",
+                "--threshold",
+                "big",
+                "--out",
+                str(tmp_path / "z"),
+            ]
+        )
     assert "'size' or a number" in capsys.readouterr().err
     empty = write_volume(Volume(np.zeros((6, 8, 8), np.uint8)), tmp_path / "empty.nii.gz")
     capsys.readouterr()
-    assert main(["masks", "sample", "--checkpoint", str(checkpoint), "--n", "1", "--diameter", "4", "--boundary", str(empty), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "masks",
+                "sample",
+                "--checkpoint",
+                str(checkpoint),
+                "--n",
+                "1",
+                "--diameter",
+                "4",
+                "--boundary",
+                str(empty),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "empty.nii.gz" in capsys.readouterr().err
     other = write_volume(Volume(np.ones((6, 8, 8), np.uint8), Geometry(spacing=(2.0, 1.0, 1.0))), tmp_path / "other.nii.gz")
-    assert main(["masks", "sample", "--checkpoint", str(checkpoint), "--n", "1", "--diameter", "4", "--like", str(empty), "--boundary", str(other), "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "masks",
+                "sample",
+                "--checkpoint",
+                str(checkpoint),
+                "--n",
+                "1",
+                "--diameter",
+                "4",
+                "--like",
+                str(empty),
+                "--boundary",
+                str(other),
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err

@@ -54,9 +54,7 @@ def circle(cx: float, cy: float, radius_px: float) -> np.ndarray:
     return pts[keep]
 
 
-def sphere_contours(
-    centre_xy: tuple[float, float], z_centre: float, radius_mm: float, ps: float, slice_z: np.ndarray
-) -> list[Contour]:
+def sphere_contours(centre_xy: tuple[float, float], z_centre: float, radius_mm: float, ps: float, slice_z: np.ndarray) -> list[Contour]:
     out = []
     for z in slice_z:
         r2 = radius_mm**2 - (z - z_centre) ** 2
@@ -117,9 +115,7 @@ def test_annotation_uses_real_slice_positions():
 # --- resampling ----------------------------------------------------------------------------------
 
 
-def _scan(
-    contour_sets: list[list[Contour]], slice_z: np.ndarray, ps: float, patient: str = "P1", sid: int = 1
-) -> ScanRecord:
+def _scan(contour_sets: list[list[Contour]], slice_z: np.ndarray, ps: float, patient: str = "P1", sid: int = 1) -> ScanRecord:
     anns = [AnnotationRecord(100 * sid + i, {"texture": 5, "malignancy": 3}, cs) for i, cs in enumerate(contour_sets)]
     return ScanRecord(sid, patient, f"uid{sid}", ps, 2.5, slice_z, anns)
 
@@ -220,9 +216,7 @@ def make_db(path: Path) -> Path:
     slice_z = np.arange(-30.0, 30.0, 2.5)
     rng = np.random.default_rng(0)
     for sid, found in nodules.items():
-        con.execute(
-            "INSERT INTO scans VALUES (?,?,?,?,?,?,?,?,?)", (sid, "s", f"1.2.{sid}", patients[sid], 2.5, 0.7, 1, 0, "")
-        )
+        con.execute("INSERT INTO scans VALUES (?,?,?,?,?,?,?,?,?)", (sid, "s", f"1.2.{sid}", patients[sid], 2.5, 0.7, 1, 0, ""))
         for z in slice_z[::-1]:  # any order in the table
             zid += 1
             con.execute("INSERT INTO zvals VALUES (?,?,?)", (zid, sid, float(z)))
@@ -238,9 +232,7 @@ def make_db(path: Path) -> Path:
                 for c in contours:
                     contour_id += 1
                     coords = "\n".join(f"{px},{py}" for px, py in c.points)
-                    con.execute(
-                        "INSERT INTO contours VALUES (?,?,?,?,?,?)", (contour_id, ann_id, 1, c.z, "x.dcm", coords)
-                    )
+                    con.execute("INSERT INTO contours VALUES (?,?,?,?,?,?)", (contour_id, ann_id, 1, c.z, "x.dcm", coords))
     con.commit()
     con.close()
     return path

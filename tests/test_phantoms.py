@@ -36,8 +36,7 @@ def _lung_pair(root: Path, split: str, name: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _cardiac_pair(root: Path, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    return (read_volume(root / split / "images" / f"{name}.nii.gz").array,
-            read_volume(root / split / "labels" / f"{name}.nii.gz").array)
+    return (read_volume(root / split / "images" / f"{name}.nii.gz").array, read_volume(root / split / "labels" / f"{name}.nii.gz").array)
 
 
 def _cases(root: Path) -> list[dict]:
@@ -59,8 +58,7 @@ def test_lung_layout_and_names(lung) -> None:
     assert summary["normal"] == [f"PHANTOM-N{i:03d}_CVol_1" for i in range(1, LUNG_NORMAL + 1)]
     for split, names in (("Pathological", expected), ("Normal", summary["normal"])):
         assert sorted(p.name for p in (root / split / "Image").iterdir()) == sorted(f"{n}.nii.gz" for n in names)
-        assert sorted(p.name for p in (root / split / "Mask").iterdir()) == sorted(
-            f"{n.replace('Vol_', 'Mask_')}.nii.gz" for n in names)
+        assert sorted(p.name for p in (root / split / "Mask").iterdir()) == sorted(f"{n.replace('Vol_', 'Mask_')}.nii.gz" for n in names)
     test = (root / "Pathological" / "test.txt").read_text().splitlines()
     assert len(test) == LUNG_TEST and set(test) <= set(expected) and not any(t.endswith(".nii.gz") for t in test)
     families = {c["name"]: c["family"] for c in _cases(root)}

@@ -17,7 +17,14 @@ from lefusion.cli.evaluate import add_quality_parser
 from lefusion.errors import LeFusionError
 from lefusion.evaluation.patches import extract_patch, lesion_centroids, lesion_patches
 from lefusion.evaluation.quality import (
-    background_error, histogram_distance, median_bandwidth, mmd, psnr, random_directions, sliced_wasserstein, ssim,
+    background_error,
+    histogram_distance,
+    median_bandwidth,
+    mmd,
+    psnr,
+    random_directions,
+    sliced_wasserstein,
+    ssim,
 )
 from lefusion.evaluation.quality_report import evaluate_quality
 from lefusion.generation import GenerateConfig, generate_dataset
@@ -186,7 +193,9 @@ def test_quality_cli_and_bad_input(lung, tmp_path):
     out = _generate(lung, lung, tmp_path / "gen")
     parser = argparse.ArgumentParser()
     add_quality_parser(parser.add_subparsers())
-    args = parser.parse_args(["quality", "--generated", str(out), "--real", str(lung), "--out", str(tmp_path / "q"), "--patch-size", "8", "8", "8"])
+    args = parser.parse_args(
+        ["quality", "--generated", str(out), "--real", str(lung), "--out", str(tmp_path / "q"), "--patch-size", "8", "8", "8"]
+    )
     assert args.handler(args) == 0
     assert json.loads((tmp_path / "q" / "quality.json").read_text())["sets"]["patch_size"] == [8, 8, 8]
     with pytest.raises(LeFusionError, match="manifest.json: not found"):

@@ -34,12 +34,16 @@ def write_fake_generated(out: Path, group: Path, role: str, method: str = "lefus
         image, mask = read_volume(image_path), read_volume(mask_path)
         array = image.array.copy()
         array[mask.array > 0] = value
-        name = f"{image_path.name[:-len('.nii.gz')]}_preset1"
+        name = f"{image_path.name[: -len('.nii.gz')]}_preset1"
         write_volume(Volume(array, image.geometry), out / "images" / f"{name}.nii.gz")
         write_volume(Volume(mask.array.astype(np.uint8), mask.geometry), out / "labels" / f"{name}.nii.gz")
         outputs[name] = {
-            "image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz", "method": method,
-            "source_image": str(image_path), "source_mask": str(mask_path), "source_role": role,
+            "image": f"images/{name}.nii.gz",
+            "label": f"labels/{name}.nii.gz",
+            "method": method,
+            "source_image": str(image_path),
+            "source_mask": str(mask_path),
+            "source_role": role,
         }
     (out / "manifest.json").write_text(json.dumps({"settings": {}, "method": method, "outputs": outputs}))
     return out
@@ -64,8 +68,11 @@ def generated(lung, tmp_path_factory) -> dict[str, Path]:
 
 
 def _specs(generated: dict[str, Path]) -> list[SyntheticSpec]:
-    return [parse_synthetic(f"N'={generated['normal']}"), parse_synthetic(f"lefusion:Pp={generated['pathological']}"),
-            parse_synthetic(f"N'={generated['cp']}")]
+    return [
+        parse_synthetic(f"N'={generated['normal']}"),
+        parse_synthetic(f"lefusion:Pp={generated['pathological']}"),
+        parse_synthetic(f"N'={generated['cp']}"),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -86,8 +93,11 @@ def test_setting_names_and_synthetic_specs():
 
 
 def test_plan_mixes_picks_the_right_sets():
-    lf_n, lf_p, cp_n = (SyntheticSpec("lefusion", "N'", Path("a")), SyntheticSpec("lefusion", "P'", Path("b")),
-                        SyntheticSpec("copy-paste", "N'", Path("c")))
+    lf_n, lf_p, cp_n = (
+        SyntheticSpec("lefusion", "N'", Path("a")),
+        SyntheticSpec("lefusion", "P'", Path("b")),
+        SyntheticSpec("copy-paste", "N'", Path("c")),
+    )
     mixes = plan_mixes(None, [lf_n, lf_p, cp_n])
     assert [(m.setting, m.method) for m in mixes] == [("P", "real"), ("P+P'", "lefusion"), ("P+N'", "lefusion"), ("P+N'", "copy-paste")]
     assert mixes[3].sets == (cp_n,) and mixes[0].sets == ()
@@ -293,8 +303,30 @@ def test_bad_input_errors(lung, generated, tmp_path):
 
 def test_cli(lung, generated, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["evaluate", "segmentation", "--real", str(lung), "--synthetic", f"lefusion:N'={generated['normal']}",
-                 "--settings", "P", "P+Np", "--seeds", "0", "--iterations", "1", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "segmentation",
+                "--real",
+                str(lung),
+                "--synthetic",
+                f"lefusion:N'={generated['normal']}",
+                "--settings",
+                "P",
+                "P+Np",
+                "--seeds",
+                "0",
+                "--iterations",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "| P+N' | lefusion |" in capsys.readouterr().out
     assert main(["evaluate", "segmentation", "--real", str(lung), "--settings", "P+N'", "--out", str(tmp_path / "x")]) == 2
     assert "needs synthetic set N'" in capsys.readouterr().err

@@ -35,7 +35,10 @@ def _run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, str(SCRIPT), "--profile", "smoke", "--workdir", str(workdir), *extra],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
 
 
@@ -68,7 +71,11 @@ def test_second_run_skips_every_step(smoke):
     workdir, _ = smoke
     module = _load_script()
     n_steps = len(module.plan(module.PROFILES["smoke"]))
-    watched = [workdir / "seg" / "summary.md", workdir / "gen" / "lefusion_Np" / "manifest.json", workdir / "runs" / "lefusion" / "checkpoint" / "config.json"]
+    watched = [
+        workdir / "seg" / "summary.md",
+        workdir / "gen" / "lefusion_Np" / "manifest.json",
+        workdir / "runs" / "lefusion" / "checkpoint" / "config.json",
+    ]
     before = [p.stat().st_mtime_ns for p in watched]
     result = _run(workdir)  # default mode: one process per command, none of which should start
     assert result.returncode == 0, result.stderr[-3000:]
@@ -106,7 +113,7 @@ def test_profiles_plan_the_published_recipe():
     cpu = [s.command for s in module.plan(module.PROFILES["cpu"])]
     assert not any(c.startswith("lefusion train") for c in cpu)  # the bundled model, no training on a CPU
     assert all("--jump-length 1 --jump-n-sample 1" in c for c in cpu if "--method lefusion" in c)
-    assert "--settings P \"P+P'\" \"P+N'\" --network unet --seeds 0 1 2" in cpu[-1]
+    assert '--settings P "P+P\'" "P+N\'" --network unet --seeds 0 1 2' in cpu[-1]
     gpu = [s.command for s in module.plan(module.PROFILES["gpu"])]
     trains = [c for c in gpu if c.startswith("lefusion train")]
     assert len(trains) == 3 and any("--loss global" in c for c in trains) and any("--method cond-diffusion" in c for c in trains)

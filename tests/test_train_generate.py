@@ -143,13 +143,56 @@ def test_python_api_inpaint(lung, checkpoint):
 
 def test_cli_train_and_generate(lung, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--data", str(lung), "--out", str(run), "--steps", "1", "--batch-size", "1", "--grad-accum", "1",
-            "--dim", "8", "--dim-mults", "1", "2", "--heads", "2", "--dim-head", "8", "--timesteps", "4",
-            "--roi-shape", *map(str, ROI)]
+    args = [
+        "train",
+        "--data",
+        str(lung),
+        "--out",
+        str(run),
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "1",
+        "--dim",
+        "8",
+        "--dim-mults",
+        "1",
+        "2",
+        "--heads",
+        "2",
+        "--dim-head",
+        "8",
+        "--timesteps",
+        "4",
+        "--roi-shape",
+        *map(str, ROI),
+    ]
     assert main(args) == 0
     out = tmp_path / "gen"
-    assert main(["generate", "--checkpoint", str(run / "checkpoint"), "--data", str(lung), "--out", str(out),
-                 "--preset", "mix", "--jump-length", "1", "--jump-n-sample", "1", "--max-cases", "1"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(run / "checkpoint"),
+                "--data",
+                str(lung),
+                "--out",
+                str(out),
+                "--preset",
+                "mix",
+                "--jump-length",
+                "1",
+                "--jump-n-sample",
+                "1",
+                "--max-cases",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert len(list((out / "images").glob("*.nii.gz"))) == 1
     assert "outputs in" in capsys.readouterr().out
 
@@ -161,15 +204,23 @@ def test_two_class_cardiac_train_and_generate(tmp_path):
     root = tmp_path / "cardiac"
     write_cardiac_phantom(root, n_pathological=4, n_normal=2, seed=0, roi_shape=(4, 32, 32), spacing=(8.0, 3.0, 3.0))
     ckpt = train_on_folder(
-        root, tmp_path / "run", TrainConfig(steps=2, batch_size=2, grad_accum=1, save_every=2), TINY, SCHEDULE,
-        preprocess=PreprocessConfig(modality="mri", roi_shape=(4, 32, 32)), n_presets=1, progress=False,
+        root,
+        tmp_path / "run",
+        TrainConfig(steps=2, batch_size=2, grad_accum=1, save_every=2),
+        TINY,
+        SCHEDULE,
+        preprocess=PreprocessConfig(modality="mri", roi_shape=(4, 32, 32)),
+        n_presets=1,
+        progress=False,
     )
     model = lefusion.load(ckpt)
     cfg = model.config
     assert cfg.lesion_labels == (3, 4) and cfg.context_labels == (1, 2)
     assert cfg.denoiser.channels == 2 and cfg.denoiser.cond_dim == 32
     assert len(cfg.hist_presets) == 1 and len(cfg.hist_presets[0]) == 32
-    manifest = json.loads(generate_dataset(model, root, tmp_path / "gen", GenerateConfig(presets=("1",), sampler=Ancestral()), progress=False).read_text())
+    manifest = json.loads(
+        generate_dataset(model, root, tmp_path / "gen", GenerateConfig(presets=("1",), sampler=Ancestral()), progress=False).read_text()
+    )
     assert len(manifest["outputs"]) == 2
     seen = set()
     for entry in manifest["outputs"].values():

@@ -140,7 +140,9 @@ class ModelConfig:
             raise ValueError(f"mask_input is an option of lefusion models, not of {self.kind}")
         expected = context_channels(self.kind, den.channels, self.mask_input)
         if self.mask_input and den.extra_in_channels != expected:
-            raise ValueError(f"mask_input needs one extra input channel per lesion class ({expected}), the denoiser has {den.extra_in_channels}")
+            raise ValueError(
+                f"mask_input needs one extra input channel per lesion class ({expected}), the denoiser has {den.extra_in_channels}"
+            )
         if den.extra_in_channels != expected:
             raise ValueError(
                 f"a {self.kind} model{' with mask input' if self.mask_input else ''} with {den.channels} channel(s) "

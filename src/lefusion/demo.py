@@ -39,7 +39,11 @@ def run_demo(out: Path, seed: int = 0, n_cases: int = 4) -> Path:
     phantom = model.extra.get("phantom", {})
     data = out / "phantom"
     write_lung_phantom(
-        data, n_pathological=0, n_normal=n_cases, n_test=0, seed=int(phantom.get("seed", 0)),
+        data,
+        n_pathological=0,
+        n_normal=n_cases,
+        n_test=0,
+        seed=int(phantom.get("seed", 0)),
         roi_shape=tuple(phantom.get("roi_shape", model.config.preprocess.roi_shape)),
         spacing=tuple(phantom.get("spacing", (1.4, 1.4, 1.4))),
     )
@@ -58,9 +62,7 @@ def run_demo(out: Path, seed: int = 0, n_cases: int = 4) -> Path:
     return montage
 
 
-def write_montage(
-    gen_dir: Path, manifest: dict, path: Path, presets: tuple[str, ...], window: tuple[float, float]
-) -> Path:
+def write_montage(gen_dir: Path, manifest: dict, path: Path, presets: tuple[str, ...], window: tuple[float, float]) -> Path:
     """Rows: normal ROI, mask overlay, one row per preset; columns: cases; each at its largest lesion
     slice, shown in the model's CT `window` (HU)."""
     by_case: dict[str, dict[str, dict]] = {}

@@ -6,7 +6,7 @@ import torch
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda if available, else cpu; anything else is passed to torch.device ("cpu", "cuda:1", ...)."""
+    """ "auto" -> cuda if available, else cpu; anything else is passed to torch.device ("cpu", "cuda:1", ...)."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":

@@ -78,5 +78,9 @@ def handcrafted_texture(
         # one voxel (or a constant field) has no spread: it gets the mean
         z = (g - g.mean()) / spread if spread > 0 else np.zeros_like(g)
         out[inside] = np.clip(mean + std * z, -1.0, 1.0).astype(out.dtype)
-    record = {"texture_mean": [round(float(m), 6) for m in means], "texture_std": [round(float(s), 6) for s in stds], "smoothing_voxels": sigma}
+    record = {
+        "texture_mean": [round(float(m), 6) for m in means],
+        "texture_std": [round(float(s), 6) for s in stds],
+        "smoothing_voxels": sigma,
+    }
     return BaselineOutput(out, record)

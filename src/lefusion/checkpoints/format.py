@@ -23,7 +23,9 @@ CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(directory: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None = None
+) -> Path:
     """Write weights then config, each atomically; the config is written last, so a folder with a
     config always has complete weights beside it. Returns the folder."""
     directory = Path(directory)
@@ -48,7 +50,7 @@ def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch
     except (OSError, json.JSONDecodeError) as exc:
         raise LeFusionError(f"{config_path}: unreadable checkpoint config ({exc})") from exc
     if record.get("format") != "lefusion":
-        raise LeFusionError(f"{config_path}: not a lefusion checkpoint config (no \"format\": \"lefusion\")")
+        raise LeFusionError(f'{config_path}: not a lefusion checkpoint config (no "format": "lefusion")')
     try:
         config = ModelConfig.from_dict(record, record.get("extra", {}))
     except (TypeError, ValueError) as exc:

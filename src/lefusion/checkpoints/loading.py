@@ -51,8 +51,14 @@ def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConf
         labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
     context = (1, 2) if labels == (3, 4) else ()
     return ModelConfig(
-        denoiser=denoiser_cfg, schedule=schedule_cfg, preprocess=preprocess, lesion_labels=labels, context_labels=context,
-        source=source, kind=kind, loss="global" if kind == "diffmask" else "lesion",
+        denoiser=denoiser_cfg,
+        schedule=schedule_cfg,
+        preprocess=preprocess,
+        lesion_labels=labels,
+        context_labels=context,
+        source=source,
+        kind=kind,
+        loss="global" if kind == "diffmask" else "lesion",
     )
 
 
@@ -67,9 +73,7 @@ def bundled_model_dir(name: str) -> Path:
     return Path(str(resources.files("lefusion") / "assets" / name))
 
 
-def load_model(
-    path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu"
-) -> DiffusionModel:
+def load_model(path: str | Path, weights: Literal["ema", "model"] = "ema", device: str | torch.device = "cpu") -> DiffusionModel:
     """Load a lefusion checkpoint folder (or its model.safetensors / config.json), a published
     `.pt` file (`weights` picks its EMA or raw weights) or a bundled model by name (BUNDLED_MODELS,
     e.g. "demo_lung", when no such path exists). The model is returned in eval mode."""

@@ -26,7 +26,11 @@ def _convert(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, weights=args.weights)
     n_params = sum(p.numel() for p in model.denoiser.parameters())
-    print(json.dumps({"source": str(model.source), "sha256": model.weights_sha256, "parameters": n_params, **model.config.to_dict()}, indent=2))
+    print(
+        json.dumps(
+            {"source": str(model.source), "sha256": model.weights_sha256, "parameters": n_params, **model.config.to_dict()}, indent=2
+        )
+    )
     return 0
 
 

@@ -17,7 +17,7 @@ _SYNTHETIC_HELP = (
     "spellings Pp, Np, Npp work too. METHOD names what made the set (default: the method the "
     "folder's manifest records, e.g. copy-paste, else lefusion), so "
     "baselines meet LeFusion in the same settings, e.g. "
-    "\"lefusion:N'=gen/lf_normal\" \"copy-paste:N'=gen/cp_normal\" \"handcrafted:N'=gen/hc_normal\". "
+    '"lefusion:N\'=gen/lf_normal" "copy-paste:N\'=gen/cp_normal" "handcrafted:N\'=gen/hc_normal". '
     "Quote each value: the shell treats ' as a quote"
 )
 _SETTINGS_HELP = (
@@ -37,11 +37,20 @@ def _segmentation(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     train = TrainSettings(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, amp=not args.no_amp)
     config = BenchmarkConfig(
-        settings=tuple(args.settings) if args.settings else None, networks=tuple(args.network), seeds=tuple(args.seeds),
-        train=train, width=args.width, deep_supervision=args.deep_supervision, nsd_tolerance=args.nsd_tolerance,
-        test_fraction=args.test_fraction, split_seed=args.split_seed,
-        lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None, modality=args.modality, device=args.device,
-        workers=args.workers, threads_per_worker=args.threads or 1,
+        settings=tuple(args.settings) if args.settings else None,
+        networks=tuple(args.network),
+        seeds=tuple(args.seeds),
+        train=train,
+        width=args.width,
+        deep_supervision=args.deep_supervision,
+        nsd_tolerance=args.nsd_tolerance,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None,
+        modality=args.modality,
+        device=args.device,
+        workers=args.workers,
+        threads_per_worker=args.threads or 1,
     )
     specs = [parse_synthetic(text) for text in args.synthetic]
     paths = run_benchmark(args.real, specs, args.out, config)
@@ -96,8 +105,13 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real", required=True, help="real dataset root (any layout lefusion reads); its held-out test cases are the test set")
     p.add_argument("--synthetic", nargs="+", default=[], metavar="[METHOD:]SET=DIR", help=_SYNTHETIC_HELP)
     p.add_argument("--settings", nargs="+", metavar="SETTING", help=_SETTINGS_HELP)
-    p.add_argument("--network", nargs="+", default=["unet"], choices=["unet", "dynunet", "swinunetr"],
-                   help="segmenters: unet (plain 3D U-Net), dynunet (nnU-Net-style plan), swinunetr (needs einops); default unet")
+    p.add_argument(
+        "--network",
+        nargs="+",
+        default=["unet"],
+        choices=["unet", "dynunet", "swinunetr"],
+        help="segmenters: unet (plain 3D U-Net), dynunet (nnU-Net-style plan), swinunetr (needs einops); default unet",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one training run per seed (default 0 1 2)")
     p.add_argument("--iterations", type=int, default=1000, help="training iterations per run (default 1000)")
     p.add_argument("--batch-size", type=int, default=2)
@@ -105,8 +119,12 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, help="base width of every network (default: unet 16, dynunet 32, swinunetr 24)")
     p.add_argument("--deep-supervision", action="store_true", help="dynunet: deep supervision, as nnU-Net")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD surface tolerance in mm (default 1)")
-    p.add_argument("--test-fraction", type=float, default=0.2,
-                   help="only for a dataset without a test split: fraction of patients held out (seeded by --split-seed)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="only for a dataset without a test split: fraction of patients held out (seeded by --split-seed)",
+    )
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--lesion-labels", type=int, nargs="+", help="label ids to score (default by layout: LIDC 1; EMIDEC 3 4)")
     p.add_argument("--modality", choices=["ct", "mri"], help="intensity normalisation (default by layout)")

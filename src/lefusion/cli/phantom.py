@@ -10,8 +10,14 @@ from ..phantoms import PHANTOMS, write_phantom
 
 def _phantom(args: argparse.Namespace) -> int:
     summary = write_phantom(
-        args.kind, Path(args.out), seed=args.seed, n_pathological=args.n_pathological, n_normal=args.n_normal, n_test=args.n_test,
-        roi_shape=tuple(args.roi_shape) if args.roi_shape else None, spacing=tuple(args.spacing) if args.spacing else None,
+        args.kind,
+        Path(args.out),
+        seed=args.seed,
+        n_pathological=args.n_pathological,
+        n_normal=args.n_normal,
+        n_test=args.n_test,
+        roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
+        spacing=tuple(args.spacing) if args.spacing else None,
     )
     counts = ", ".join(f"{len(summary[k])} {k}" for k in ("pathological", "normal", "test") if k in summary)
     print(f"wrote {args.kind} phantom to {args.out}: {counts}")

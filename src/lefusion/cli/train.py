@@ -12,14 +12,31 @@ from .common import add_architecture_args, denoiser_from_args
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, ema_start=args.ema_start,
-        ema_decay=args.ema_decay, ema_every=args.ema_every, save_every=args.save_every, seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        ema_start=args.ema_start,
+        ema_decay=args.ema_decay,
+        ema_every=args.ema_every,
+        save_every=args.save_every,
+        seed=args.seed,
         loss=args.loss or ("global" if args.method == "cond-diffusion" else "lesion"),
-        loss_type=args.loss_type, amp=args.amp, device=args.device, method=args.method,
+        loss_type=args.loss_type,
+        amp=args.amp,
+        device=args.device,
+        method=args.method,
     )
     checkpoint = train_on_folder(
-        args.data, args.out, config, denoiser_from_args(args), ScheduleConfig(timesteps=args.timesteps),
-        tuple(args.lesion_labels) if args.lesion_labels else None, None, args.presets_k, mask_input=args.mask_input,
+        args.data,
+        args.out,
+        config,
+        denoiser_from_args(args),
+        ScheduleConfig(timesteps=args.timesteps),
+        tuple(args.lesion_labels) if args.lesion_labels else None,
+        None,
+        args.presets_k,
+        mask_input=args.mask_input,
         roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
     )
     print(f"checkpoint: {checkpoint}")

@@ -56,7 +56,7 @@ def _file_histogram(path: Path, cond_dim: int) -> tuple[float, ...]:
         raise LeFusionError(f"{path}: unreadable histogram file ({exc})") from exc
     values = data.get("histogram") if isinstance(data, dict) else data
     if not isinstance(values, list) or len(values) != cond_dim or not all(isinstance(v, (int, float)) for v in values):
-        raise LeFusionError(f"{path}: expected a list of {cond_dim} numbers (or {{\"histogram\": [...]}})")
+        raise LeFusionError(f'{path}: expected a list of {cond_dim} numbers (or {{"histogram": [...]}})')
     return tuple(float(v) for v in values)
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 
 
-def lesion_histogram(
-    image: torch.Tensor, label: torch.Tensor, lesion_labels: tuple[int, ...], bins: int = 16
-) -> torch.Tensor:
+def lesion_histogram(image: torch.Tensor, label: torch.Tensor, lesion_labels: tuple[int, ...], bins: int = 16) -> torch.Tensor:
     """Concatenated per-class lesion histograms.
 
     image: (1, D, H, W) or (D, H, W) in [-1, 1]; label: same shape, integer label ids.

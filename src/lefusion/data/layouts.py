@@ -46,9 +46,7 @@ ROLES = ("pathological", "normal")
 
 # Cases the public EMIDEC training script holds out (hard-coded there); used as the test split when
 # the EMIDEC folder has no test.txt of its own, so our train split matches the released model's.
-EMIDEC_RELEASE_TEST_CASES = frozenset(
-    f"Case_P{n:03d}" for n in (5, 8, 39, 57, 61, 71, 72, 77, 78, 82)
-)
+EMIDEC_RELEASE_TEST_CASES = frozenset(f"Case_P{n:03d}" for n in (5, 8, 39, 57, 61, 71, 72, 77, 78, 82))
 
 _EMIDEC_NAME = re.compile(r"(?:^|_)([PN])\d+$")
 
@@ -243,9 +241,7 @@ def _find_nnunet(root: Path, roles: set[str]) -> list[Case]:
         raise LeFusionError(f"{meta_path}: 'file_ending' must be a non-empty string, got {ending!r}")
     channels = meta.get("channel_names", meta.get("modality", {"0": "image"}))  # v2 name, then v1
     if not isinstance(channels, dict) or len(channels) != 1:
-        raise LeFusionError(
-            f"{meta_path}: lefusion supports single-channel datasets only, but channel_names is {channels!r}"
-        )
+        raise LeFusionError(f"{meta_path}: lefusion supports single-channel datasets only, but channel_names is {channels!r}")
     if "pathological" not in roles:
         return []  # nnU-Net cases carry labels, so all are treated as pathological
     suffix = f"_0000{ending}"

@@ -169,10 +169,14 @@ def restore_roi(roi: Roi, generated: torch.Tensor, original: Volume) -> np.ndarr
     if gen.ndim == 4 and gen.shape[0] == 1:
         gen = gen[0]
     if tuple(gen.shape) != roi.box.roi_shape:
-        raise LeFusionError(f"{roi.image_path or 'ROI'}: generated ROI has shape {tuple(generated.shape)}, expected (1, {', '.join(map(str, roi.box.roi_shape))})")
+        raise LeFusionError(
+            f"{roi.image_path or 'ROI'}: generated ROI has shape {tuple(generated.shape)}, expected (1, {', '.join(map(str, roi.box.roi_shape))})"
+        )
     array = original.array.transpose(roi.axes)
     if array.shape != roi.box.original_shape:
-        raise LeFusionError(f"{roi.image_path or 'ROI'}: original volume has shape {original.shape}, but the ROI was cut from {roi.box.original_shape}")
+        raise LeFusionError(
+            f"{roi.image_path or 'ROI'}: original volume has shape {original.shape}, but the ROI was cut from {roi.box.original_shape}"
+        )
     src, dst = roi.box.slices()
     out = array.astype(np.result_type(array.dtype, np.float32), copy=True)
     gen_np = gen.numpy()[dst]

@@ -153,8 +153,10 @@ def split_real(root: Path, test_fraction: float = 0.2, seed: int = 0) -> RealSpl
     test_patients = {patients[i] for i in order[:n_test]}
     test = tuple(c for c in labelled if patient_of(c.name) in test_patients)
     train = tuple(c for c in labelled if patient_of(c.name) not in test_patients)
-    note = (f"no test split in the dataset: a seeded split by patient (seed {seed}, {n_test} of {len(patients)} "
-            f"patients = {len(test)} cases held out)")
+    note = (
+        f"no test split in the dataset: a seeded split by patient (seed {seed}, {n_test} of {len(patients)} "
+        f"patients = {len(test)} cases held out)"
+    )
     return RealSplit(train, test, note, by_patient=True)
 
 

@@ -62,7 +62,9 @@ def network_context(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     the lesion it is asked to generate.
     """
     if image.shape[1] != 1 or masks.shape[0] != image.shape[0] or masks.shape[2:] != image.shape[2:]:
-        raise ValueError(f"image {tuple(image.shape)} must be (B, 1, D, H, W) and masks {tuple(masks.shape)} (B, K, D, H, W) on the same grid")
+        raise ValueError(
+            f"image {tuple(image.shape)} must be (B, 1, D, H, W) and masks {tuple(masks.shape)} (B, K, D, H, W) on the same grid"
+        )
     masks = masks.to(image.dtype)
     lesion = masks.sum(dim=1, keepdim=True) > 0
     return torch.cat((mask_channels(masks), image.masked_fill(lesion, MASKED_FILL)), dim=1)

@@ -30,9 +30,7 @@ def _error(pred: torch.Tensor, target: torch.Tensor, kind: LossKind) -> torch.Te
     raise ValueError(f"unknown loss kind {kind!r}; use 'l1' or 'l2'")
 
 
-def lesion_focused_loss(
-    pred: torch.Tensor, noise: torch.Tensor, masks: torch.Tensor, kind: LossKind = "l1"
-) -> torch.Tensor:
+def lesion_focused_loss(pred: torch.Tensor, noise: torch.Tensor, masks: torch.Tensor, kind: LossKind = "l1") -> torch.Tensor:
     """Sum over classes of the mean masked error: sum_c mean_{b,z,y,x} m_c * err(pred_c, noise_c).
 
     pred, noise: (B, K, D, H, W); masks: (B, K, D, H, W) in {0, 1}. The mean runs over all voxels
@@ -76,7 +74,9 @@ def diffusion_loss(
     return lesion_focused_loss(pred, noise, masks, kind)
 
 
-def prediction_target(prediction: Prediction, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def prediction_target(
+    prediction: Prediction, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
     """What a network of this parameterisation is trained to output for x_t = q_sample(x0, t, noise):
     the noise, the clean sample, or v (Salimans & Ho 2022, sec. 4)."""
     if prediction == "eps":

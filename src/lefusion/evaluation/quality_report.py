@@ -46,13 +46,31 @@ from ..io import Volume, atomic_write_text, read_volume
 from ..data.conventions import DataConventions, conventions_for
 from .patches import lesion_patches
 from .quality import (
-    ROI_DATA_RANGE, background_error, histogram_distance, median_bandwidth, mmd, psnr, sliced_wasserstein, ssim,
+    ROI_DATA_RANGE,
+    background_error,
+    histogram_distance,
+    median_bandwidth,
+    mmd,
+    psnr,
+    sliced_wasserstein,
+    ssim,
 )
 
 COLUMNS = (
-    "name", "method", "condition", "source_image", "paired_with", "lesion_voxels",
-    "psnr_roi", "psnr_lesion", "ssim_roi", "ssim_lesion", "hist_w1_target", "hist_w1_real",
-    "background_max_abs", "background_mean_abs",
+    "name",
+    "method",
+    "condition",
+    "source_image",
+    "paired_with",
+    "lesion_voxels",
+    "psnr_roi",
+    "psnr_lesion",
+    "ssim_roi",
+    "ssim_lesion",
+    "hist_w1_target",
+    "hist_w1_real",
+    "background_max_abs",
+    "background_mean_abs",
 )
 METRICS = {
     "psnr_roi": "PSNR, whole ROI (dB)",
@@ -138,7 +156,9 @@ def evaluate_output(
     source_path = _source(entry, generated_dir)
     source = read_volume(source_path)
     if generated.shape != source.shape or label.shape != source.shape:
-        raise LeFusionError(f"{generated_dir / entry['image']}: shape {generated.shape} differs from its source {source_path} {source.shape}")
+        raise LeFusionError(
+            f"{generated_dir / entry['image']}: shape {generated.shape} differs from its source {source_path} {source.shape}"
+        )
     bg_max, bg_mean = background_error(generated.array, source.array, np.isin(label.array, labels))
 
     roi = prepare_roi(source, label, conventions.preprocess, image_path=source_path, label_path=generated_dir / entry["label"])
@@ -146,10 +166,15 @@ def evaluate_output(
     lesion = np.isin(label_roi, labels)
     target = entry.get("histogram")
     row: dict[str, Any] = {
-        "name": name, "method": entry.get("method", "lefusion"), "condition": entry.get("condition", ""),
-        "source_image": str(source_path), "paired_with": "", "lesion_voxels": int(lesion.sum()),
+        "name": name,
+        "method": entry.get("method", "lefusion"),
+        "condition": entry.get("condition", ""),
+        "source_image": str(source_path),
+        "paired_with": "",
+        "lesion_voxels": int(lesion.sum()),
         "hist_w1_target": histogram_distance(gen_roi, label_roi, target, labels, bins) if target else math.nan,
-        "background_max_abs": bg_max, "background_mean_abs": bg_mean,
+        "background_max_abs": bg_max,
+        "background_mean_abs": bg_mean,
     }
     real = real_index.get(str(source_path.resolve()))
     if real is None and entry.get("source_role") == "pathological":
@@ -184,7 +209,9 @@ def real_patches(cases: list[Case], conventions: DataConventions, patch_size: tu
     """Lesion patches (N, *patch_size) of the real pathological cases, each cut with its own ROI mapping."""
     patches = []
     for case in cases:
-        roi = prepare_roi(read_volume(case.image), read_volume(case.mask), conventions.preprocess, image_path=case.image, label_path=case.mask)  # type: ignore[arg-type]
+        roi = prepare_roi(
+            read_volume(case.image), read_volume(case.mask), conventions.preprocess, image_path=case.image, label_path=case.mask
+        )  # type: ignore[arg-type]
         patches.append(lesion_patches(roi.image[0].numpy(), roi.label[0].numpy(), conventions.lesion_labels, patch_size))
     return np.concatenate(patches) if patches else np.zeros((0, *patch_size), dtype=np.float32)
 
@@ -251,7 +278,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def evaluate_quality(generated_dir: str | Path, real_dir: str | Path, out_dir: str | Path, config: QualityConfig = QualityConfig()) -> dict[str, Any]:
+def evaluate_quality(
+    generated_dir: str | Path, real_dir: str | Path, out_dir: str | Path, config: QualityConfig = QualityConfig()
+) -> dict[str, Any]:
     """Evaluate a generate output folder against the real dataset (module docstring); write
     quality.csv, quality.md and quality.json into `out_dir`. Returns the summary dict."""
     generated_dir, real_dir, out_dir = Path(generated_dir), Path(real_dir), Path(out_dir)
@@ -269,12 +298,18 @@ def evaluate_quality(generated_dir: str | Path, real_dir: str | Path, out_dir: s
     pooled = np.concatenate([gen_patches, ref_patches]).reshape(len(gen_patches) + len(ref_patches), -1)
     sigma = median_bandwidth(pooled) if both else None
     summary = {
-        "generated": str(generated_dir), "real": str(real_dir), "method": manifest.get("method", "lefusion"),
-        "outputs": len(rows), "paired": sum(1 for r in rows if r["paired_with"]),
+        "generated": str(generated_dir),
+        "real": str(real_dir),
+        "method": manifest.get("method", "lefusion"),
+        "outputs": len(rows),
+        "paired": sum(1 for r in rows if r["paired_with"]),
         "metrics": summarise(rows),
         "sets": {
-            "patch_size": list(config.patch_size), "n_generated": len(gen_patches), "n_real": len(ref_patches),
-            "n_projections": config.n_projections, "seed": config.seed,
+            "patch_size": list(config.patch_size),
+            "n_generated": len(gen_patches),
+            "n_real": len(ref_patches),
+            "n_projections": config.n_projections,
+            "seed": config.seed,
             "swd": sliced_wasserstein(gen_patches, ref_patches, config.n_projections, config.seed) if both else None,
             "mmd": mmd(gen_patches, ref_patches, sigma) if both else None,
             "bandwidth": sigma,

@@ -83,7 +83,9 @@ def dataset_folder(out: str | Path, dataset_id: int | None, name: str | None) ->
     if match:
         found_id, found_name = int(match.group(1)), match.group(2)
         if (dataset_id is not None and dataset_id != found_id) or (name is not None and name != found_name):
-            raise LeFusionError(f"{out}: folder name says dataset {found_id} '{found_name}', but --dataset-id {dataset_id} --name {name} were given")
+            raise LeFusionError(
+                f"{out}: folder name says dataset {found_id} '{found_name}', but --dataset-id {dataset_id} --name {name} were given"
+            )
         dataset_id, name = found_id, found_name
     elif dataset_id is None or name is None:
         raise LeFusionError(f"{out}: name the folder DatasetNNN_Name (nnU-Net's convention) or give --dataset-id and --name")
@@ -131,7 +133,11 @@ def _dataset_json(name: str, scheme: LabelScheme, mapping: dict[int, int], n_tra
         "labels": {scheme.name(source): target for source, target in mapping.items()},
         "numTraining": n_train,
         "file_ending": FILE_ENDING,
-        "lefusion": {"label_mapping": {str(k): v for k, v in mapping.items()}, "lesion_labels": list(scheme.lesion_labels), "test_split": note},
+        "lefusion": {
+            "label_mapping": {str(k): v for k, v in mapping.items()},
+            "lesion_labels": list(scheme.lesion_labels),
+            "test_split": note,
+        },
     }
 
 
@@ -149,9 +155,16 @@ def _integrity(folder: Path) -> str:
 
 
 def export_nnunet(
-    real_root: str | Path, out: str | Path, synthetic: Sequence[str | Path] = (), dataset_id: int | None = None,
-    name: str | None = None, lesion_labels: tuple[int, ...] | None = None, modality: Modality | None = None,
-    test_fraction: float = 0.2, split_seed: int = 0, overwrite: bool = False,
+    real_root: str | Path,
+    out: str | Path,
+    synthetic: Sequence[str | Path] = (),
+    dataset_id: int | None = None,
+    name: str | None = None,
+    lesion_labels: tuple[int, ...] | None = None,
+    modality: Modality | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    overwrite: bool = False,
 ) -> ExportSummary:
     """Write the nnU-Net raw dataset (layout in the module docstring); returns what was written.
     LeFusionError for bad input (unreadable or mismatched cases, unknown labels, an existing folder
@@ -172,10 +185,18 @@ def export_nnunet(
     try:
         for entry in entries:
             _write_case(entry, tmp, scheme, lut)
-        atomic_write_text(tmp / "dataset.json", json.dumps(_dataset_json(folder.name.split("_", 1)[1], scheme, mapping, n_train, note), indent=2))
+        atomic_write_text(
+            tmp / "dataset.json", json.dumps(_dataset_json(folder.name.split("_", 1)[1], scheme, mapping, n_train, note), indent=2)
+        )
         provenance = {
-            "real": str(real_root), "synthetic": [str(s) for s in synthetic], "test_split": note, "dropped_synthetic": dropped,
-            "cases": {e.case_id: {"image": str(e.image), "label": str(e.label), "split": "test" if e.test else "train", "origin": e.origin} for e in entries},
+            "real": str(real_root),
+            "synthetic": [str(s) for s in synthetic],
+            "test_split": note,
+            "dropped_synthetic": dropped,
+            "cases": {
+                e.case_id: {"image": str(e.image), "label": str(e.label), "split": "test" if e.test else "train", "origin": e.origin}
+                for e in entries
+            },
         }
         atomic_write_text(tmp / "lefusion_export.json", json.dumps(provenance, indent=2))
         mask = os.umask(0)

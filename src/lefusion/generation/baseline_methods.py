@@ -74,7 +74,12 @@ class BaselineGenerator:
         return specs
 
     def settings(self) -> dict[str, Any]:
-        return {"method": self.method, **self.record, "conventions": dataclasses.asdict(self.conventions), "texture_presets": [list(p) for p in self.presets]}
+        return {
+            "method": self.method,
+            **self.record,
+            "conventions": dataclasses.asdict(self.conventions),
+            "texture_presets": [list(p) for p in self.presets],
+        }
 
     def header(self) -> dict[str, Any]:
         return {}
@@ -141,7 +146,9 @@ def handcrafted_generator(
         if len(texture) == 1:
             texture = texture * n_classes
         if len(texture) != n_classes or any(s < 0 for _, s in texture):
-            raise LeFusionError(f"--texture needs one MEAN STD pair (std >= 0) for all lesion classes or one per class {conventions.lesion_labels}")
+            raise LeFusionError(
+                f"--texture needs one MEAN STD pair (std >= 0) for all lesion classes or one per class {conventions.lesion_labels}"
+            )
     if smoothing < 0:
         raise LeFusionError(f"--smoothing must be >= 0 voxels, got {smoothing}")
 

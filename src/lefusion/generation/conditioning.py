@@ -36,7 +36,9 @@ def conditioned_batch(model: DiffusionModel, jobs: Sequence[Job], rois: Sequence
     its sampling noise from another on `device` with the same seed: outputs do not depend on batching."""
     cfg = model.config
     conditions = [
-        choose_condition(job.spec, cfg.hist_presets, cfg.denoiser.cond_dim or 0, cfg.preprocess.hist_bins, torch.Generator().manual_seed(job.seed))
+        choose_condition(
+            job.spec, cfg.hist_presets, cfg.denoiser.cond_dim or 0, cfg.preprocess.hist_bins, torch.Generator().manual_seed(job.seed)
+        )
         for job in jobs
     ]
     generators = [torch.Generator(device=device).manual_seed(job.seed) for job in jobs]

@@ -84,7 +84,10 @@ class DiffusionMethod:
         return len(self.sampler.plan(self.model.schedule.num_timesteps))
 
     def sampler_record(self) -> dict[str, Any]:
-        return {"sampler": self.sampler.to_dict(), "network_evaluations": self.sampler.network_evaluations(self.model.schedule.num_timesteps)}
+        return {
+            "sampler": self.sampler.to_dict(),
+            "network_evaluations": self.sampler.network_evaluations(self.model.schedule.num_timesteps),
+        }
 
 
 @dataclass
@@ -103,8 +106,16 @@ class LeFusionGenerator(DiffusionMethod):
         b = conditioned_batch(self.model, jobs, rois, self.device)
         cfg = self.model.config
         result = inpaint_lesions(
-            self.model.denoiser, self.model.schedule, b.image, b.label, cfg.lesion_labels, b.cond, b.generators,
-            self.sampler, progress=lambda done, total: tick(), mask_input=cfg.mask_input,
+            self.model.denoiser,
+            self.model.schedule,
+            b.image,
+            b.label,
+            cfg.lesion_labels,
+            b.cond,
+            b.generators,
+            self.sampler,
+            progress=lambda done, total: tick(),
+            mask_input=cfg.mask_input,
         ).cpu()
         return [Generated(result[i], {**condition_record(c), **self.sampler_record()}) for i, c in enumerate(b.conditions)]
 
@@ -131,8 +142,15 @@ class CondDiffusionGenerator(DiffusionMethod):
         """rois[i].image, .label: (1, D, H, W) -> Generated.roi (1, D, H, W) in [-1, 1], the whole ROI generated."""
         b = conditioned_batch(self.model, jobs, rois, self.device)  # as LeFusionGenerator: per-job seeds
         result = sample_cond_diffusion(
-            self.model.denoiser, self.model.schedule, b.image, b.label, self.model.config.lesion_labels, b.cond, b.generators,
-            progress=lambda done, total: tick(), sampler=self.sampler,
+            self.model.denoiser,
+            self.model.schedule,
+            b.image,
+            b.label,
+            self.model.config.lesion_labels,
+            b.cond,
+            b.generators,
+            progress=lambda done, total: tick(),
+            sampler=self.sampler,
         ).cpu()
         record = {"background": "generated", **self.sampler_record()}
         return [Generated(result[i], {**condition_record(c), **record}) for i, c in enumerate(b.conditions)]

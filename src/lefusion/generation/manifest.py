@@ -53,7 +53,9 @@ def open_manifest(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         raise LeFusionError(f"{path}: unreadable manifest ({exc}); move it away or use a new --out") from exc
     previous = upgrade_settings(manifest.get("settings") or {})
     if previous != settings:
-        raise LeFusionError(f"{path}: this output folder was made with other settings ({_differences(previous, settings)}); use a new --out")
+        raise LeFusionError(
+            f"{path}: this output folder was made with other settings ({_differences(previous, settings)}); use a new --out"
+        )
     return {**manifest, "settings": settings}
 
 

@@ -85,7 +85,11 @@ def generate_dataset(
     cases = generation_cases(root)[: config.max_cases]
     loaded = {c.name: load_case(c, generator) for c in cases}  # validate everything before writing anything
     variants = generator.variants(config)
-    jobs = [Job(c, s, f"{strip_volume_suffix(c.image.name)}_{variant_tag(s)}", output_seed(config.seed, c.name, s)) for c in cases for s in variants]
+    jobs = [
+        Job(c, s, f"{strip_volume_suffix(c.image.name)}_{variant_tag(s)}", output_seed(config.seed, c.name, s))
+        for c in cases
+        for s in variants
+    ]
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise LeFusionError("two outputs would get the same name; give distinct --preset values")
@@ -96,9 +100,13 @@ def generate_dataset(
     done = manifest["outputs"]
     todo = [j for j in jobs if not (j.name in done and (out / done[j.name]["image"]).is_file())]
     if progress:
-        print(f"{len(jobs)} outputs ({len(cases)} cases x {len(variants)} variant(s), {generator.method}); {len(jobs) - len(todo)} already done")
+        print(
+            f"{len(jobs)} outputs ({len(cases)} cases x {len(variants)} variant(s), {generator.method}); {len(jobs) - len(todo)} already done"
+        )
     batches = [todo[start : start + config.batch_size] for start in range(0, len(todo), config.batch_size)]
-    bar = tqdm(total=sum(generator.steps(len(b)) for b in batches), desc=f"generate {len(todo)} lesion(s)", unit="step", disable=not progress)
+    bar = tqdm(
+        total=sum(generator.steps(len(b)) for b in batches), desc=f"generate {len(todo)} lesion(s)", unit="step", disable=not progress
+    )
     for batch in batches:
         t0 = time.perf_counter()
         results = generator(batch, [loaded[job.case.name][2] for job in batch], lambda: bar.update(1))
@@ -138,7 +146,13 @@ def _kept_voxels(generator: RoiGenerator, roi: Roi, label: Volume) -> np.ndarray
 
 
 def _write_output(
-    out: Path, job: Job, loaded: tuple[Volume, Volume, Roi], result: Generated, generator: RoiGenerator, config: GenerateConfig, seconds: float
+    out: Path,
+    job: Job,
+    loaded: tuple[Volume, Volume, Roi],
+    result: Generated,
+    generator: RoiGenerator,
+    config: GenerateConfig,
+    seconds: float,
 ) -> dict:
     image, label, roi = loaded
     restored = restored_volume(generator, roi, result, image, label, job.case.image)

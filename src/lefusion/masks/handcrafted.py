@@ -140,9 +140,7 @@ def handcrafted_mask(
     lo = np.maximum(first, 0)
     hi = np.minimum(first + window.shape, shape)
     if (hi > lo).all():
-        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = window[
-            tuple(slice(a - f, b - f) for a, b, f in zip(lo, hi, first))
-        ]
+        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = window[tuple(slice(a - f, b - f) for a, b, f in zip(lo, hi, first))]
     if boundary is not None:
         out &= np.asarray(boundary, dtype=bool)
     return out

@@ -123,15 +123,11 @@ def read_scans(sqlite_path: str | Path) -> list[ScanRecord]:
         # Read-only URI: never create or modify the user's database file.
         con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
         try:
-            scan_rows = con.execute(
-                "SELECT id, patient_id, series_instance_uid, pixel_spacing, slice_thickness FROM scans"
-            ).fetchall()
+            scan_rows = con.execute("SELECT id, patient_id, series_instance_uid, pixel_spacing, slice_thickness FROM scans").fetchall()
             zrows = con.execute("SELECT scan_id, val FROM zvals").fetchall()
             cols = ", ".join(f'"{r}"' for r in RATINGS)
             ann_rows = con.execute(f"SELECT id, scan_id, {cols} FROM annotations ORDER BY id").fetchall()
-            con_rows = con.execute(
-                "SELECT annotation_id, inclusion, image_z_position, coords FROM contours ORDER BY id"
-            ).fetchall()
+            con_rows = con.execute("SELECT annotation_id, inclusion, image_z_position, coords FROM contours ORDER BY id").fetchall()
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
@@ -146,9 +142,7 @@ def read_scans(sqlite_path: str | Path) -> list[ScanRecord]:
     }
     annotations: dict[int, AnnotationRecord] = {}
     for row in ann_rows:
-        ann = AnnotationRecord(
-            int(row[0]), {name: (None if v is None else int(v)) for name, v in zip(RATINGS, row[2:])}
-        )
+        ann = AnnotationRecord(int(row[0]), {name: (None if v is None else int(v)) for name, v in zip(RATINGS, row[2:])})
         annotations[ann.id] = ann
         if row[1] not in scans:
             raise LeFusionError(f"{path}: annotation {row[0]} refers to missing scan {row[1]}")

@@ -140,9 +140,7 @@ def _to_box(grid: _ScanGrid, mask: NativeMask, centroid: np.ndarray, box: tuple[
     lo = [max(a, 0) for a in start]
     hi = [max(low, min(b, n)) for low, b, n in zip(lo, stop, box)]
     out = np.zeros(box, dtype=bool)
-    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = values[
-        tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-    ]
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = values[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))]
     return out
 
 

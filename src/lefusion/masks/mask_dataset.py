@@ -50,7 +50,9 @@ def write_diffmask_dataset(
     scan = read_volume(like) if like else None
     region = read_volume(boundary) if boundary else None
     if scan is not None and region is not None and (scan.shape != region.shape or not scan.geometry.matches(region.geometry)):
-        raise LeFusionError(f"{boundary}: its grid {region.shape} does not match the scan {like} {scan.shape} (shape, spacing, origin, direction)")
+        raise LeFusionError(
+            f"{boundary}: its grid {region.shape} does not match the scan {like} {scan.shape} (shape, spacing, origin, direction)"
+        )
     inside = None
     if region is not None:
         inside = region.array > 0

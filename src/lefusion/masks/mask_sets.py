@@ -30,7 +30,9 @@ def load_mask_set(path: str | Path, limit: int | None = None) -> tuple[list[np.n
     raise LeFusionError(f"{path}: expected an .npz with a 'masks' array or a folder of mask volumes")
 
 
-def write_mask_set(masks: list[np.ndarray], out: str | Path, prefix: str = "mask", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> list[Path]:
+def write_mask_set(
+    masks: list[np.ndarray], out: str | Path, prefix: str = "mask", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> list[Path]:
     """Write masks as uint8 NIfTI files (label 1), atomically, ready for `lefusion generate`."""
     from ..io import Geometry
 

@@ -88,8 +88,7 @@ class Denoiser(nn.Module):
 
         last = len(pairs) - 1
         self.encoder = nn.ModuleList(
-            UNetLevel(w_in, w_out, emb_dim, cfg, downsample(w_out) if i < last else nn.Identity())
-            for i, (w_in, w_out) in enumerate(pairs)
+            UNetLevel(w_in, w_out, emb_dim, cfg, downsample(w_out) if i < last else nn.Identity()) for i, (w_in, w_out) in enumerate(pairs)
         )
         self.middle = Bottleneck(widths[-1], emb_dim, cfg)
         self.decoder = nn.ModuleList(

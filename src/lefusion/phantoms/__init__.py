@@ -35,6 +35,7 @@ def write_phantom(kind: str, out: Path, **options: object) -> dict:
     given = {k: v for k, v in options.items() if v is not None}
     return PHANTOMS[kind](Path(out), **given)
 
+
 # Contour colours per label id (lung: 1 = nodule; cardiac: 1 cavity, 2 myocardium, 3 MI, 4 PMO).
 _LUNG_COLOURS = {1: (255, 60, 60)}
 _CARDIAC_COLOURS = {1: (60, 140, 255), 2: (60, 220, 90), 3: (255, 220, 0), 4: (255, 60, 255)}

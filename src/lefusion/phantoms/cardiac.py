@@ -36,8 +36,12 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
 
 
 def _sector_score(
-    dtheta: np.ndarray, half_width: np.ndarray, depth_mm: np.ndarray, inner_mm: np.ndarray | float,
-    outer_mm: np.ndarray, r_mid: np.ndarray,
+    dtheta: np.ndarray,
+    half_width: np.ndarray,
+    depth_mm: np.ndarray,
+    inner_mm: np.ndarray | float,
+    outer_mm: np.ndarray,
+    r_mid: np.ndarray,
 ) -> np.ndarray:
     """Signed 'inside' distance (mm, >0 inside) of a myocardial sector: angular |dtheta| < half_width
     (measured as arc length at mid-wall) and inner_mm < depth below the endocardium < outer_mm."""
@@ -85,7 +89,7 @@ def make_cardiac_case(
         img = img + soft_occupancy((np.sqrt(lung) - 1) * 20, 1.0) * (np.float32(rng.uniform(20, 50)) + 10 * tex - img)
     rv_angle = np.float32(np.arctan2(-0.4, -1.0) + rng.uniform(-0.35, 0.35))  # RV sits on the septal side
     rv_r = np.float32(rng.uniform(0.8, 1.1) * r_base) * (1 - 0.75 * s)
-    rv_d = (np.float32(reach) + rv_r * 0.35)
+    rv_d = np.float32(reach) + rv_r * 0.35
     rv = np.sqrt((x - cx - rv_d * np.cos(rv_angle)) ** 2 + (y - cy - rv_d * np.sin(rv_angle)) ** 2) - rv_r
     rv_occ = soft_occupancy(rv, EDGE_MM) * soft_occupancy(r_epi + 2.0 - r, EDGE_MM)  # RV wall keeps it off the septum
     # Epicardial fat is patchy (grooves), not a full ring.
@@ -131,10 +135,14 @@ def make_cardiac_case(
     labels[mi] = 3
     labels[pmo] = 4
     meta = {
-        "mi_centre_deg": round(float(np.rad2deg(centre_angle)), 1), "mi_slices": [k0, k0 + run - 1],
-        "transmurality": round(float(transmurality), 3), "pmo": has_pmo,
-        "lv_radius_base_mm": round(float(r_base), 2), "wall_thickness_base_mm": round(float(t_base), 2),
-        "mi_voxels": int(mi.sum()), "pmo_voxels": int(pmo.sum()),
+        "mi_centre_deg": round(float(np.rad2deg(centre_angle)), 1),
+        "mi_slices": [k0, k0 + run - 1],
+        "transmurality": round(float(transmurality), 3),
+        "pmo": has_pmo,
+        "lv_radius_base_mm": round(float(r_base), 2),
+        "wall_thickness_base_mm": round(float(t_base), 2),
+        "mi_voxels": int(mi.sum()),
+        "pmo_voxels": int(pmo.sum()),
     }
     if pathological:
         # The enhancement follows the soft sector edge so the boundary has partial volume.
@@ -158,8 +166,12 @@ def make_cardiac_case(
 
 
 def write_cardiac_phantom(
-    out: Path, n_pathological: int = 40, n_normal: int = 10, seed: int = 0,
-    roi_shape: tuple[int, int, int] = (10, 72, 72), spacing: tuple[float, float, float] = (8.0, 1.4, 1.4),
+    out: Path,
+    n_pathological: int = 40,
+    n_normal: int = 10,
+    seed: int = 0,
+    roi_shape: tuple[int, int, int] = (10, 72, 72),
+    spacing: tuple[float, float, float] = (8.0, 1.4, 1.4),
 ) -> dict:
     """Write the cardiac phantom dataset under `out` (layout in the module docstring).
 
@@ -180,13 +192,23 @@ def write_cardiac_phantom(
             names[split].append(name)
             cases.append({"name": name, "split": split, **meta})
     settings = {
-        "generator": "lefusion.phantoms.cardiac", "format_version": 1, "seed": seed, "roi_shape": list(roi_shape),
-        "spacing_zyx_mm": list(spacing), "n_pathological": n_pathological, "n_normal": n_normal,
-        "pmo_fraction": PMO_FRACTION, "intensity_unit": "arbitrary (LGE MRI)", "labels": LABELS,
+        "generator": "lefusion.phantoms.cardiac",
+        "format_version": 1,
+        "seed": seed,
+        "roi_shape": list(roi_shape),
+        "spacing_zyx_mm": list(spacing),
+        "n_pathological": n_pathological,
+        "n_normal": n_normal,
+        "pmo_fraction": PMO_FRACTION,
+        "intensity_unit": "arbitrary (LGE MRI)",
+        "labels": LABELS,
         "slice_order": "base (0) to apex",
     }
     atomic_write_text(out / "phantom.json", json.dumps({"settings": settings, "cases": cases}, indent=1))
     return {
-        "root": str(out), "pathological": names["pathological"], "normal": names["normal"],
-        "n_pmo": sum(1 for c in cases if c["split"] == "pathological" and c["pmo"]), "metadata": str(out / "phantom.json"),
+        "root": str(out),
+        "pathological": names["pathological"],
+        "normal": names["normal"],
+        "n_pmo": sum(1 for c in cases if c["split"] == "pathological" and c["pmo"]),
+        "metadata": str(out / "phantom.json"),
     }

@@ -25,7 +25,14 @@ from scipy import ndimage
 from ..errors import LeFusionError
 from ..io import Geometry, atomic_write_text, write_volume
 from .noise import (
-    correlated_noise, fractal_field, grid_mm, lobulated_blob_sdf, random_walk_tube, smooth_field, soft_occupancy, tube_sdf,
+    correlated_noise,
+    fractal_field,
+    grid_mm,
+    lobulated_blob_sdf,
+    random_walk_tube,
+    smooth_field,
+    soft_occupancy,
+    tube_sdf,
 )
 
 FAMILIES = ("ggo", "part_solid", "solid")
@@ -108,7 +115,11 @@ def _chest_wall(
 
 
 def _insert_nodule(
-    rng: np.random.Generator, hu: np.ndarray, family: str, centre: np.ndarray, diameter: float,
+    rng: np.random.Generator,
+    hu: np.ndarray,
+    family: str,
+    centre: np.ndarray,
+    diameter: float,
     spacing: tuple[float, float, float],
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Blend a nodule of `family` into `hu` (D,H,W, HU). Returns (new hu, support sdf mm, info)."""
@@ -224,8 +235,13 @@ def _pick_test(rng: np.random.Generator, names: list[str], families: list[str], 
 
 
 def write_lung_phantom(
-    out: Path, n_pathological: int = 48, n_normal: int = 12, n_test: int | None = None, seed: int = 0,
-    roi_shape: tuple[int, int, int] = (32, 64, 64), spacing: tuple[float, float, float] = (1.0, 0.7, 0.7),
+    out: Path,
+    n_pathological: int = 48,
+    n_normal: int = 12,
+    n_test: int | None = None,
+    seed: int = 0,
+    roi_shape: tuple[int, int, int] = (32, 64, 64),
+    spacing: tuple[float, float, float] = (1.0, 0.7, 0.7),
 ) -> dict:
     """Write the lung phantom dataset under `out` (layout in the module docstring).
 
@@ -261,12 +277,24 @@ def write_lung_phantom(
     for case in cases:
         case["test"] = case["name"] in test
     settings = {
-        "generator": "lefusion.phantoms.lung", "format_version": 1, "seed": seed, "roi_shape": list(roi_shape),
-        "spacing_zyx_mm": list(spacing), "n_pathological": n_pathological, "n_normal": n_normal, "n_test": len(test),
-        "family_proportions": dict(zip(FAMILIES, PROPORTIONS)), "intensity_unit": "HU", "mask_labels": {"nodule": 1},
+        "generator": "lefusion.phantoms.lung",
+        "format_version": 1,
+        "seed": seed,
+        "roi_shape": list(roi_shape),
+        "spacing_zyx_mm": list(spacing),
+        "n_pathological": n_pathological,
+        "n_normal": n_normal,
+        "n_test": len(test),
+        "family_proportions": dict(zip(FAMILIES, PROPORTIONS)),
+        "intensity_unit": "HU",
+        "mask_labels": {"nodule": 1},
     }
     atomic_write_text(out / "phantom.json", json.dumps({"settings": settings, "cases": cases}, indent=1))
     return {
-        "root": str(out), "families": counts, "pathological": path_names, "normal": normal_names, "test": test,
+        "root": str(out),
+        "families": counts,
+        "pathological": path_names,
+        "normal": normal_names,
+        "test": test,
         "metadata": str(out / "phantom.json"),
     }

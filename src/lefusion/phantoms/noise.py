@@ -132,9 +132,7 @@ def lobulated_blob_sdf(
     return sdf
 
 
-def _segment_distance(
-    z: np.ndarray, y: np.ndarray, x: np.ndarray, a: np.ndarray, b: np.ndarray, ra: float, rb: float
-) -> np.ndarray:
+def _segment_distance(z: np.ndarray, y: np.ndarray, x: np.ndarray, a: np.ndarray, b: np.ndarray, ra: float, rb: float) -> np.ndarray:
     """Distance (mm) from grid points to the surface of a capsule from a to b, radius ra -> rb."""
     ab = b - a
     length2 = float(ab @ ab) or 1e-6
@@ -144,9 +142,7 @@ def _segment_distance(
     return dist - (ra + t * (rb - ra))
 
 
-def tube_sdf(
-    shape: Shape3, spacing: Spacing3, polylines: Sequence[tuple[np.ndarray, np.ndarray]], far_mm: float = 50.0
-) -> np.ndarray:
+def tube_sdf(shape: Shape3, spacing: Spacing3, polylines: Sequence[tuple[np.ndarray, np.ndarray]], far_mm: float = 50.0) -> np.ndarray:
     """Signed distance (mm) to a union of tubes. Each polyline is (points (N, 3) in mm (z, y, x),
     radii (N,) in mm). Each segment only touches its bounding box (plus a margin), which keeps this
     fast; voxels farther than that keep `far_mm`. float32 (D, H, W)."""

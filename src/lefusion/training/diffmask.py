@@ -188,13 +188,25 @@ def train_diffmask(
         loss = global_loss(pred, prediction_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
         loss.backward()
         run.finish_step(
-            step, float(loss.item()), steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
-            ema_every=cfg.ema_every, ema_start=cfg.ema_start, ema_decay=cfg.ema_decay, seconds=time.perf_counter() - t0,
+            step,
+            float(loss.item()),
+            steps=cfg.steps,
+            save_every=cfg.save_every,
+            max_grad_norm=cfg.max_grad_norm,
+            ema_every=cfg.ema_every,
+            ema_start=cfg.ema_start,
+            ema_decay=cfg.ema_decay,
+            seconds=time.perf_counter() - t0,
         )
         bar.set_postfix(loss=f"{loss.item():.4f}")
     extra = {
-        "diffmask": {"box": list(cfg.box), "spacing_mm": list(SPACING_MM), "conditioning": CONDITIONING[cfg.control],
-                     "control": cfg.control, "data": counts},
+        "diffmask": {
+            "box": list(cfg.box),
+            "spacing_mm": list(SPACING_MM),
+            "conditioning": CONDITIONING[cfg.control],
+            "control": cfg.control,
+            "data": counts,
+        },
         "train": {**dataclasses.asdict(cfg), "timesteps": int(timesteps)},
         "steps_done": cfg.steps,
     }

@@ -83,7 +83,9 @@ def train_on_folder(
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
         # a run folder from before configs named their kind infers it from its train method
         legacy_extra = {"cond_diffusion": {}} if previous["train"].get("method") == "cond-diffusion" else {}
-        same = ModelConfig.from_dict(previous["model"], legacy_extra) == ModelConfig.from_dict(json.loads(json.dumps(record["model"]))) and all(
+        same = ModelConfig.from_dict(previous["model"], legacy_extra) == ModelConfig.from_dict(
+            json.loads(json.dumps(record["model"]))
+        ) and all(
             previous["train"].get(k, defaults.get(k)) == v for k, v in json.loads(json.dumps(record["train"])).items() if k not in ignore
         )
         if not same:

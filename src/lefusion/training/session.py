@@ -57,8 +57,17 @@ class TrainingRun:
     log_rows: list[tuple[int, float, float]] = field(default_factory=list)
 
     def finish_step(
-        self, step: int, loss: float, *, steps: int, save_every: int, max_grad_norm: float | None,
-        ema_every: int, ema_start: int, ema_decay: float, seconds: float,
+        self,
+        step: int,
+        loss: float,
+        *,
+        steps: int,
+        save_every: int,
+        max_grad_norm: float | None,
+        ema_every: int,
+        ema_start: int,
+        ema_decay: float,
+        seconds: float,
     ) -> None:
         """After the backward pass(es) of `step`: clip, optimiser step, EMA (a plain copy before
         `ema_start`, as in the release), log, and save every `save_every` steps and at the end."""

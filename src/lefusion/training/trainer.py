@@ -119,7 +119,9 @@ def train(
             noise = torch.randn(batch["x"].shape, generator=gen).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
                 if cond_diffusion:
-                    loss = conditional.cond_diffusion_loss(model, schedule, batch["x"], batch["masks"], t, noise, batch["hist"], cfg.loss_type)
+                    loss = conditional.cond_diffusion_loss(
+                        model, schedule, batch["x"], batch["masks"], t, noise, batch["hist"], cfg.loss_type
+                    )
                 else:
                     masks = batch["masks"] if cfg.loss == "lesion" else None
                     context = mask_channels(batch["masks"]) if model_config.mask_input else None
@@ -127,8 +129,15 @@ def train(
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         run.finish_step(
-            step, total, steps=cfg.steps, save_every=cfg.save_every, max_grad_norm=cfg.max_grad_norm,
-            ema_every=cfg.ema_every, ema_start=cfg.ema_start, ema_decay=cfg.ema_decay, seconds=time.perf_counter() - t0,
+            step,
+            total,
+            steps=cfg.steps,
+            save_every=cfg.save_every,
+            max_grad_norm=cfg.max_grad_norm,
+            ema_every=cfg.ema_every,
+            ema_start=cfg.ema_start,
+            ema_decay=cfg.ema_decay,
+            seconds=time.perf_counter() - t0,
         )
         bar.set_postfix(loss=f"{total:.4f}")
     final = dataclasses.replace(model_config, loss=cfg.loss)
@@ -136,4 +145,3 @@ def train(
     if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
         extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
     return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), extra)
-

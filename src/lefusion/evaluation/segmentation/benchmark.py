@@ -30,7 +30,15 @@ from .networks import NetworkPlan, check_available, plan_network
 from .report import write_report
 from .settings import DEFAULT_METHOD, SET_ROLE, SyntheticSpec, TrainingMix, plan_mixes
 from ...data.sources import (
-    LabelScheme, Modality, RealSplit, SyntheticCase, drop_leaking, label_scheme, manifest_method, read_synthetic_set, split_real,
+    LabelScheme,
+    Modality,
+    RealSplit,
+    SyntheticCase,
+    drop_leaking,
+    label_scheme,
+    manifest_method,
+    read_synthetic_set,
+    split_real,
 )
 from .train import TrainSettings, predict, train_segmenter
 
@@ -76,7 +84,11 @@ class Job:
 
 
 def run_benchmark(
-    real_root: str | Path, synthetic: Sequence[SyntheticSpec], out_dir: str | Path, config: BenchmarkConfig, progress: bool = True,
+    real_root: str | Path,
+    synthetic: Sequence[SyntheticSpec],
+    out_dir: str | Path,
+    config: BenchmarkConfig,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """Run (or resume) the benchmark; returns the report paths (per_case.csv, summary.csv,
     summary.md, summary.png). LeFusionError for bad input: unknown network or setting, missing
@@ -99,8 +111,10 @@ def run_benchmark(
     training_ids = {mix.slug: _training_ids(mix, split, sets) for mix in mixes}
     todo = [job for job in jobs if not _done(out / RUNS / job.file_name, training_ids[job.mix.slug])]
     if progress:
-        print(f"{len(jobs)} run(s): {len(mixes)} training mix(es) x {len(config.networks)} network(s) x {len(config.seeds)} seed(s); "
-              f"{len(jobs) - len(todo)} already done; test set: {len(split.test)} real case(s), {split.note}")
+        print(
+            f"{len(jobs)} run(s): {len(mixes)} training mix(es) x {len(config.networks)} network(s) x {len(config.seeds)} seed(s); "
+            f"{len(jobs) - len(todo)} already done; test set: {len(split.test)} real case(s), {split.note}"
+        )
     if todo:
         _run_jobs(todo, real_root, scheme, split, sets, training_ids, out, config, progress)
 
@@ -112,7 +126,9 @@ def run_benchmark(
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def _synthetic_sets(mixes: Sequence[TrainingMix], split: RealSplit) -> tuple[dict[tuple[str, str], list[SyntheticCase]], dict[tuple[str, str], int]]:
+def _synthetic_sets(
+    mixes: Sequence[TrainingMix], split: RealSplit
+) -> tuple[dict[tuple[str, str], list[SyntheticCase]], dict[tuple[str, str], int]]:
     """(method, set) -> synthetic cases kept, and -> number dropped for leaking a test case."""
     sets, dropped = {}, {}
     for spec in dict.fromkeys(s for mix in mixes for s in mix.sets):
@@ -120,11 +136,15 @@ def _synthetic_sets(mixes: Sequence[TrainingMix], split: RealSplit) -> tuple[dic
         wrong = sorted({c.role for c in cases if c.role and c.role != SET_ROLE[spec.set_name]})
         if wrong:
             # A swapped argument would silently put the wrong data in a table row.
-            raise LeFusionError(f"{spec.folder}: synthetic set {spec.set_name} must be generated on {SET_ROLE[spec.set_name]} cases, "
-                                f"but its manifest lists outputs made on {' and '.join(wrong)} cases (P' = real pathological masks; N', N'' = normal cases)")
+            raise LeFusionError(
+                f"{spec.folder}: synthetic set {spec.set_name} must be generated on {SET_ROLE[spec.set_name]} cases, "
+                f"but its manifest lists outputs made on {' and '.join(wrong)} cases (P' = real pathological masks; N', N'' = normal cases)"
+            )
         kept, n_dropped = drop_leaking(cases, split)
         if not kept:
-            raise LeFusionError(f"{spec.folder}: every case of synthetic set {spec.set_name} ({spec.method}) was made from a test case; nothing left to train on")
+            raise LeFusionError(
+                f"{spec.folder}: every case of synthetic set {spec.set_name} ({spec.method}) was made from a test case; nothing left to train on"
+            )
         sets[(spec.method, spec.set_name)], dropped[(spec.method, spec.set_name)] = kept, n_dropped
     return sets, dropped
 
@@ -144,11 +164,22 @@ def _fingerprint(ids: Sequence[str]) -> str:
 def _check_record(out: Path, real_root: Path, scheme: LabelScheme, split: RealSplit, config: BenchmarkConfig) -> None:
     """Refuse a results folder made with another dataset, test set or training recipe (its saved
     results would not be comparable); write the record on first use."""
-    fixed = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("settings", "networks", "seeds", "device", "workers", "threads_per_worker")}
-    record = json.loads(json.dumps({
-        "real": str(real_root.resolve()), "labels": dataclasses.asdict(scheme), "test_cases": [c.name for c in split.test],
-        "real_train_cases": [c.name for c in split.train], "config": fixed,
-    }))
+    fixed = {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in ("settings", "networks", "seeds", "device", "workers", "threads_per_worker")
+    }
+    record = json.loads(
+        json.dumps(
+            {
+                "real": str(real_root.resolve()),
+                "labels": dataclasses.asdict(scheme),
+                "test_cases": [c.name for c in split.test],
+                "real_train_cases": [c.name for c in split.train],
+                "config": fixed,
+            }
+        )
+    )
     path = out / BENCHMARK_RECORD
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -172,8 +203,15 @@ def _done(path: Path, ids: Sequence[str]) -> bool:
 
 
 def _run_jobs(
-    todo: Sequence[Job], real_root: Path, scheme: LabelScheme, split: RealSplit, sets: dict, training_ids: dict,
-    out: Path, config: BenchmarkConfig, progress: bool,
+    todo: Sequence[Job],
+    real_root: Path,
+    scheme: LabelScheme,
+    split: RealSplit,
+    sets: dict,
+    training_ids: dict,
+    out: Path,
+    config: BenchmarkConfig,
+    progress: bool,
 ) -> None:
     """Read and normalise every case once, then train, predict and score each job."""
     device = resolve_device(config.device)
@@ -187,8 +225,10 @@ def _run_jobs(
     every = [*real_train, *test, *(s for samples in synthetic.values() for s in samples)]
     shape = largest_shape(every)
     if int(np.prod(shape)) > MAX_VOXELS:
-        raise LeFusionError(f"{real_root}: cases up to {shape} voxels are too large for whole-volume training; "
-                            "crop them to lesion ROIs, or export the data with `lefusion export nnunet` and train nnU-Net")
+        raise LeFusionError(
+            f"{real_root}: cases up to {shape} voxels are too large for whole-volume training; "
+            "crop them to lesion ROIs, or export the data with `lefusion export nnunet` and train nnU-Net"
+        )
     spacing = tuple(float(v) for v in np.median(np.asarray([s.spacing for s in real_train]), axis=0))
     n_classes = len(scheme.all_labels)
     plans = {n: plan_network(n, shape, spacing, n_classes, config.width, config.deep_supervision) for n in config.networks}  # type: ignore[arg-type]
@@ -243,10 +283,17 @@ def _train_and_score(task: _RunTask, progress: bool) -> dict:
     predictions = predict(net, test_images, task.device, config.train.amp)
     rows = _score(job, task.test, predictions, task.scheme, config.nsd_tolerance)
     record = {
-        "setting": job.mix.setting, "method": job.mix.method, "network": job.network, "seed": job.seed,
-        "plan": dataclasses.asdict(plan), "normalisation": task.normalisation, "device": str(task.device),
-        "training_cases": len(task.samples), "training_fingerprint": task.fingerprint,
-        "seconds": round(time.perf_counter() - start, 1), "rows": rows,
+        "setting": job.mix.setting,
+        "method": job.mix.method,
+        "network": job.network,
+        "seed": job.seed,
+        "plan": dataclasses.asdict(plan),
+        "normalisation": task.normalisation,
+        "device": str(task.device),
+        "training_cases": len(task.samples),
+        "training_fingerprint": task.fingerprint,
+        "seconds": round(time.perf_counter() - start, 1),
+        "rows": rows,
     }
     atomic_write_text(task.out / RUNS / job.file_name, json.dumps(record, indent=1))
     return record
@@ -268,11 +315,22 @@ def _score(job: Job, test: Sequence[Sample], predictions: torch.Tensor, scheme: 
         for label in scheme.lesion_labels:
             index = scheme.all_labels.index(label)
             s = score_case(pred == index, sample.label == index, sample.spacing, tolerance)
-            rows.append({
-                "setting": job.mix.setting, "method": job.mix.method, "network": job.network, "seed": job.seed,
-                "case": sample.name, "class_id": label, "class": scheme.name(label), "dice": s.dice, "nsd": s.nsd,
-                "hd95_mm": s.hd95, "reference_voxels": s.reference_voxels, "predicted_voxels": s.predicted_voxels,
-            })
+            rows.append(
+                {
+                    "setting": job.mix.setting,
+                    "method": job.mix.method,
+                    "network": job.network,
+                    "seed": job.seed,
+                    "case": sample.name,
+                    "class_id": label,
+                    "class": scheme.name(label),
+                    "dice": s.dice,
+                    "nsd": s.nsd,
+                    "hd95_mm": s.hd95,
+                    "reference_voxels": s.reference_voxels,
+                    "predicted_voxels": s.predicted_voxels,
+                }
+            )
     return rows
 
 
@@ -283,7 +341,9 @@ def _class_means(rows: Sequence[dict]) -> list[dict]:
     return [{"class": name, "dice": float(np.mean(values))} for name, values in by_class.items()]
 
 
-def _notes(real_root: Path, scheme: LabelScheme, split: RealSplit, mixes: Sequence[TrainingMix], sets: dict, dropped: dict, config: BenchmarkConfig) -> list[str]:
+def _notes(
+    real_root: Path, scheme: LabelScheme, split: RealSplit, mixes: Sequence[TrainingMix], sets: dict, dropped: dict, config: BenchmarkConfig
+) -> list[str]:
     """The sentences above the table: data, split, training sets, recipe and metric conventions."""
     classes = ", ".join(f"{scheme.name(v)} ({v})" for v in scheme.all_labels[1:])
     lesions = ", ".join(f"{scheme.name(v)} ({v})" for v in scheme.lesion_labels)
@@ -300,7 +360,11 @@ def _notes(real_root: Path, scheme: LabelScheme, split: RealSplit, mixes: Sequen
     notes += [
         f"Training: {t.iterations} iterations, batch {t.batch_size}, AdamW lr {t.lr:g} with polynomial decay, Dice + CE loss, "
         f"random flips, whole volumes padded to the network's multiple; "
-        + ("CT clipped to the 0.5/99.5 percentiles of real training foreground, then z-scored." if scheme.modality == "ct" else "MRI z-scored per case."),
+        + (
+            "CT clipped to the 0.5/99.5 percentiles of real training foreground, then z-scored."
+            if scheme.modality == "ct"
+            else "MRI z-scored per case."
+        ),
         f"Metrics per test case and lesion class; mean ± std over seeds {', '.join(map(str, config.seeds))} of the per-seed mean over cases. "
         f"Dice and NSD (tolerance {config.nsd_tolerance:g} mm) over all test cases (an empty prediction of a present lesion scores 0, "
         "both empty scores 1); HD95 over cases where both masks are non-empty, with misses counted beside it.",

@@ -45,7 +45,9 @@ class CaseScores:
         return self.reference_voxels == 0 and self.predicted_voxels > 0
 
 
-def score_case(prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, float, float], nsd_tolerance: float = 1.0) -> CaseScores:
+def score_case(
+    prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, float, float], nsd_tolerance: float = 1.0
+) -> CaseScores:
     """Scores of binary masks prediction, reference (D, H, W) with voxel spacing (z, y, x) in mm;
     NSD counts surface points within `nsd_tolerance` mm of the other surface."""
     from monai.metrics import DiceMetric, HausdorffDistanceMetric, SurfaceDiceMetric

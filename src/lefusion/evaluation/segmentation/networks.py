@@ -83,8 +83,12 @@ def size_multiple(name: str, shape: tuple[int, ...], spacing: tuple[float, ...])
 
 
 def plan_network(
-    name: str, shape: tuple[int, int, int], spacing: tuple[float, float, float], n_classes: int,
-    width: int | None = None, deep_supervision: bool = False,
+    name: str,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    n_classes: int,
+    width: int | None = None,
+    deep_supervision: bool = False,
 ) -> NetworkPlan:
     """The plan of network `name` for cases up to `shape` (D, H, W) with median spacing (z, y, x).
 
@@ -94,7 +98,9 @@ def plan_network(
     width = width or DEFAULT_WIDTH.get(name, 16)
     if name == "unet":
         input_shape = _round_up(shape, (8, 8, 8))
-        return NetworkPlan(name, input_shape, n_classes, {"channels": [width * m for m in (1, 2, 4, 8)], "strides": [2, 2, 2], "num_res_units": 2})
+        return NetworkPlan(
+            name, input_shape, n_classes, {"channels": [width * m for m in (1, 2, 4, 8)], "strides": [2, 2, 2], "num_res_units": 2}
+        )
     if name == "swinunetr":
         if width % 12:
             raise LeFusionError(f"swinunetr needs a width (feature size) divisible by 12, got {width}")
@@ -113,10 +119,18 @@ def plan_network(
         kernels, strides = plan_dynunet(input_shape, spacing)
         filters = [min(width * 2**i, DYNUNET_MAX_WIDTH) for i in range(len(strides))]
         if deep_supervision and len(strides) < 3:
-            raise LeFusionError(f"dynunet: deep supervision needs at least 3 resolution levels, the input {input_shape} allows {len(strides)}")
+            raise LeFusionError(
+                f"dynunet: deep supervision needs at least 3 resolution levels, the input {input_shape} allows {len(strides)}"
+            )
         # Supervise every level above the two coarsest, as nnU-Net does, at most 3 extra heads.
         supervised = max(1, min(3, len(strides) - 2)) if deep_supervision else 1
-        args = {"kernel_size": kernels, "strides": strides, "filters": filters, "deep_supervision": deep_supervision, "deep_supr_num": supervised}
+        args = {
+            "kernel_size": kernels,
+            "strides": strides,
+            "filters": filters,
+            "deep_supervision": deep_supervision,
+            "deep_supr_num": supervised,
+        }
         return NetworkPlan(name, input_shape, n_classes, args)
     raise LeFusionError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
 
@@ -138,12 +152,26 @@ def build_network(plan: NetworkPlan) -> torch.nn.Module:
 
     a = plan.args
     if plan.name == "unet":
-        return UNet(spatial_dims=3, in_channels=1, out_channels=plan.n_classes, channels=a["channels"], strides=a["strides"], num_res_units=a["num_res_units"])
+        return UNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=plan.n_classes,
+            channels=a["channels"],
+            strides=a["strides"],
+            num_res_units=a["num_res_units"],
+        )
     if plan.name == "dynunet":
         return DynUNet(
-            spatial_dims=3, in_channels=1, out_channels=plan.n_classes, kernel_size=a["kernel_size"], strides=a["strides"],
-            upsample_kernel_size=a["strides"][1:], filters=a["filters"], deep_supervision=a["deep_supervision"],
-            deep_supr_num=a["deep_supr_num"], res_block=True,
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=plan.n_classes,
+            kernel_size=a["kernel_size"],
+            strides=a["strides"],
+            upsample_kernel_size=a["strides"][1:],
+            filters=a["filters"],
+            deep_supervision=a["deep_supervision"],
+            deep_supr_num=a["deep_supr_num"],
+            res_block=True,
         )
     if plan.name == "swinunetr":
         return SwinUNETR(in_channels=1, out_channels=plan.n_classes, feature_size=a["feature_size"], spatial_dims=3)

@@ -19,8 +19,18 @@ import numpy as np
 from ...io import atomic_write_bytes, atomic_write_text
 
 PER_CASE_FIELDS = (
-    "setting", "method", "network", "seed", "case", "class_id", "class", "dice", "nsd", "hd95_mm",
-    "reference_voxels", "predicted_voxels",
+    "setting",
+    "method",
+    "network",
+    "seed",
+    "case",
+    "class_id",
+    "class",
+    "dice",
+    "nsd",
+    "hd95_mm",
+    "reference_voxels",
+    "predicted_voxels",
 )
 ROW_KEY = ("setting", "method", "network")
 METRICS = (("dice", "Dice (%)", 100.0), ("nsd", "NSD (%)", 100.0), ("hd95_mm", "HD95 (mm)", 1.0))
@@ -60,8 +70,15 @@ def summarise(per_case: Sequence[dict]) -> list[dict]:
             per_seed["hd95_mm"].append(float(np.mean(hd)) if hd else math.nan)
             per_seed["missed"].append(sum(r["reference_voxels"] > 0 and r["predicted_voxels"] == 0 for r in rows))
             per_seed["false_alarms"].append(sum(r["reference_voxels"] == 0 and r["predicted_voxels"] > 0 for r in rows))
-        out = {"setting": setting, "method": method, "network": network, "class_id": class_id, "class": name,
-               "seeds": len(seeds), "test_cases": len(next(iter(seeds.values())))}
+        out = {
+            "setting": setting,
+            "method": method,
+            "network": network,
+            "class_id": class_id,
+            "class": name,
+            "seeds": len(seeds),
+            "test_cases": len(next(iter(seeds.values()))),
+        }
         for metric in ("dice", "nsd", "hd95_mm"):
             out[f"{metric}_mean"], out[f"{metric}_std"] = _mean_std(per_seed[metric])
         out["missed_per_seed"] = float(np.mean(per_seed["missed"]))
@@ -71,8 +88,21 @@ def summarise(per_case: Sequence[dict]) -> list[dict]:
 
 
 SUMMARY_FIELDS = (
-    "setting", "method", "network", "class_id", "class", "seeds", "test_cases", "dice_mean", "dice_std", "nsd_mean",
-    "nsd_std", "hd95_mm_mean", "hd95_mm_std", "missed_per_seed", "false_alarms_per_seed",
+    "setting",
+    "method",
+    "network",
+    "class_id",
+    "class",
+    "seeds",
+    "test_cases",
+    "dice_mean",
+    "dice_std",
+    "nsd_mean",
+    "nsd_std",
+    "hd95_mm_mean",
+    "hd95_mm_std",
+    "missed_per_seed",
+    "false_alarms_per_seed",
 )
 
 

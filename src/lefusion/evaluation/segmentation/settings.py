@@ -31,9 +31,16 @@ SET_ROLE = {"P'": "pathological", "N'": "normal", "N''": "normal"}
 
 # Typographic primes and shell-friendly ASCII spellings of the set names.
 _SET_ALIASES = {
-    "P'": "P'", "P′": "P'", "Pp": "P'",
-    "N'": "N'", "N′": "N'", "Np": "N'",
-    "N''": "N''", "N″": "N''", "N′′": "N''", "Npp": "N''",
+    "P'": "P'",
+    "P′": "P'",
+    "Pp": "P'",
+    "N'": "N'",
+    "N′": "N'",
+    "Np": "N'",
+    "N''": "N''",
+    "N″": "N''",
+    "N′′": "N''",
+    "Npp": "N''",
 }
 _METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -82,7 +89,7 @@ def setting_sets(setting: str) -> tuple[str, ...]:
 
 
 def canonical_setting(setting: str) -> str:
-    """"P+Npp+Pp" -> "P+P'+N''" (sets in the order P', N', N'')."""
+    """ "P+Npp+Pp" -> "P+P'+N''" (sets in the order P', N', N'')."""
     return "+".join(("P", *setting_sets(setting)))
 
 
@@ -134,7 +141,9 @@ def plan_mixes(settings: Sequence[str] | None, specs: Sequence[SyntheticSpec]) -
                 found += 1
             elif have and explicit:
                 missing = [s for s in needed if (method, s) not in by_key]
-                raise LeFusionError(f"setting {setting}: method {method} has no synthetic set {' or '.join(missing)} (add --synthetic {method}:{missing[0]}=DIR)")
+                raise LeFusionError(
+                    f"setting {setting}: method {method} has no synthetic set {' or '.join(missing)} (add --synthetic {method}:{missing[0]}=DIR)"
+                )
         if explicit and not found:
             missing = " and ".join(needed)
             raise LeFusionError(f"setting {setting} needs synthetic set {missing}; none given (add --synthetic [METHOD:]SET=DIR)")

@@ -67,8 +67,14 @@ def _loss(loss_fn: torch.nn.Module, output: torch.Tensor, target: torch.Tensor) 
 
 
 def train_segmenter(
-    plan: NetworkPlan, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings, seed: int,
-    device: torch.device, description: str = "train", progress: bool = True,
+    plan: NetworkPlan,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    seed: int,
+    device: torch.device,
+    description: str = "train",
+    progress: bool = True,
 ) -> torch.nn.Module:
     """Train network `plan` on images (N, 1, D, H, W) float32 and labels (N, 1, D, H, W) uint8
     class indices (D, H, W = plan.input_shape). Returns the trained network in eval mode."""
