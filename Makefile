@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 # to the CUDA build you want (or install it into the venv first; a satisfied spec installs nothing).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-all benchmark-cpu benchmark-gpu clean
+.PHONY: venv demo test test-all lint format benchmark-cpu benchmark-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,15 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q -m ''
+
+# House rules (configured in pyproject.toml): `make lint` checks, `make format` rewrites.
+lint: venv
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff format --check src tests scripts benchmarks
+
+format: venv
+	$(VENV)/bin/ruff check --fix src tests scripts benchmarks
+	$(VENV)/bin/ruff format src tests scripts benchmarks
 
 # Does synthetic data help? The phantom segmentation benchmark, end to end (resumes when re-run).
 # cpu: 2 CPU cores, under 30 minutes. gpu: a CUDA GPU and CUDA torch in the venv (e.g. TORCH_SPEC=torch); not timed yet.

@@ -39,9 +39,9 @@ from lefusion.masks.diffmask import (
     postprocess,
     sample_x0,
 )
-from lefusion.training.diffmask import prepare_masks
 from lefusion.masks.handcrafted import handcrafted_mask
 from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
+from lefusion.training.diffmask import prepare_masks
 
 SHORT = {"volume_mm3": "vol", "equivalent_diameter_mm": "diam", "surface_area_mm2": "area", "sphericity": "spher",
          "elongation": "elong", "flatness": "flat", "extent": "extent", "solidity": "solid", "component_count": "comps"}  # fmt: skip

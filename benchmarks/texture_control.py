@@ -19,8 +19,8 @@ import torch
 
 from lefusion.checkpoints import load_model
 from lefusion.demo import demo_model_dir
-from lefusion.evaluation.texture import distance_matrix, generated_histograms, mean_intensity
 from lefusion.diffusion.sampling import TimeTravel
+from lefusion.evaluation.texture import distance_matrix, generated_histograms, mean_intensity
 from lefusion.generation import GenerateConfig, generate_dataset
 from lefusion.phantoms import write_lung_phantom
 

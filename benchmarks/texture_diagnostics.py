@@ -32,11 +32,11 @@ import torch
 from lefusion.checkpoints import load_model
 from lefusion.data.dataset import LesionRoiDataset
 from lefusion.data.histograms import wasserstein_1d_hist
-from lefusion.data.layouts import find_cases
-from lefusion.diffusion.process import predict_x0, q_sample
 from lefusion.data.labels import class_masks
+from lefusion.data.layouts import find_cases
 from lefusion.diffusion.channels import mask_channels, with_context
 from lefusion.diffusion.inpainting import inpaint_lesions
+from lefusion.diffusion.process import predict_x0, q_sample
 from lefusion.diffusion.sampling import Ancestral
 
 DENSE_HU = -300.0

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from lefusion.checkpoints import save_model
 from lefusion.cli import main
 from lefusion.config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig
-from lefusion.io import Geometry, Volume, read_volume, write_volume
-from lefusion.checkpoints import save_model
 from lefusion.diffusion.model import DiffusionModel
+from lefusion.io import Geometry, Volume, read_volume, write_volume
 from lefusion.models import Denoiser
 from lefusion.phantoms import write_lung_phantom
 

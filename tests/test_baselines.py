@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from lefusion.baselines import DonorLesion, copy_paste, handcrafted_texture, histogram_moments, paste_values
-from lefusion.generation.baseline_methods import make_baseline
 from lefusion.baselines.donors import load_donors
 from lefusion.cli import main
+from lefusion.data.conventions import conventions_for
 from lefusion.demo import demo_model_dir
 from lefusion.errors import LeFusionError
 from lefusion.generation import GenerateConfig, generate_dataset
+from lefusion.generation.baseline_methods import make_baseline
 from lefusion.io import Volume, read_volume, write_volume
 from lefusion.phantoms import write_lung_phantom
-from lefusion.data.conventions import conventions_for
 
 SHAPE = (6, 10, 10)
 

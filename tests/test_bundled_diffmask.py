@@ -8,7 +8,6 @@ import pytest
 from lefusion.checkpoints.loading import bundled_model_dir
 from lefusion.masks import load_diffmask, sample_masks
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

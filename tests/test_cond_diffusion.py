@@ -20,9 +20,9 @@ from lefusion.diffusion.model import DiffusionModel
 from lefusion.diffusion.schedule import NoiseSchedule
 from lefusion.errors import LeFusionError
 from lefusion.generation import GenerateConfig, generate_dataset
+from lefusion.generation.diffusion_methods import CondDiffusionGenerator
 from lefusion.io import Volume, read_volume, write_volume
 from lefusion.masks.diffmask import diffmask_model_config
-from lefusion.generation.diffusion_methods import CondDiffusionGenerator
 from lefusion.models import Denoiser
 from lefusion.phantoms import write_lung_phantom
 from lefusion.training import TrainConfig

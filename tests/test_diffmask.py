@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from lefusion.checkpoints.format import save_checkpoint
 from lefusion.config import DenoiserConfig, ModelConfig, ScheduleConfig
+from lefusion.diffusion.model import DiffusionModel
 from lefusion.errors import LeFusionError
 from lefusion.masks.diffmask import (
     control_sphere,
@@ -23,7 +24,6 @@ from lefusion.masks.diffmask import (
     sample_masks,
     sample_x0,
 )
-from lefusion.diffusion.model import DiffusionModel
 from lefusion.models import Denoiser
 from lefusion.training.diffmask import DiffMaskTrainConfig, augment, prepare_masks, train_diffmask
 from lefusion.training.state import load_state

@@ -11,8 +11,8 @@ import pytest
 from lefusion.cli import main
 from lefusion.data.layouts import find_cases
 from lefusion.errors import LeFusionError
-from lefusion.export import nnunet as nnunet_module
 from lefusion.export import export_nnunet
+from lefusion.export import nnunet as nnunet_module
 from lefusion.io import Geometry, read_volume, write_volume
 from lefusion.phantoms import write_cardiac_phantom, write_lung_phantom
 

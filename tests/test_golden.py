@@ -12,8 +12,8 @@ from lefusion.data.labels import class_masks
 from lefusion.diffusion.losses import diffusion_loss
 from lefusion.diffusion.process import renoise
 from lefusion.diffusion.sampling import Ancestral, KnownRegion, Network, reverse_step
-from lefusion.diffusion.schedule import NoiseSchedule
 from lefusion.diffusion.sampling.time_travel import count_network_evaluations, jump_schedule
+from lefusion.diffusion.schedule import NoiseSchedule
 
 from .conftest import load_golden, rel_err
 

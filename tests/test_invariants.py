@@ -6,9 +6,9 @@ import torch
 
 from lefusion.config import DenoiserConfig, ScheduleConfig
 from lefusion.data.labels import class_masks
+from lefusion.diffusion.inpainting import inpaint_lesions
 from lefusion.diffusion.losses import lesion_focused_loss
 from lefusion.diffusion.process import predict_x0, predict_x0_from_v, q_sample, velocity
-from lefusion.diffusion.inpainting import inpaint_lesions
 from lefusion.diffusion.sampling import TimeTravel
 from lefusion.diffusion.schedule import NoiseSchedule, cosine_betas, schedule_tables
 from lefusion.models import Denoiser

@@ -13,8 +13,8 @@ import lefusion
 from lefusion.cli import main
 from lefusion.config import DenoiserConfig, ModelConfig, ScheduleConfig
 from lefusion.data.labels import class_masks
-from lefusion.diffusion.losses import diffusion_loss
 from lefusion.diffusion.inpainting import inpaint_lesions
+from lefusion.diffusion.losses import diffusion_loss
 from lefusion.diffusion.sampling import Ancestral
 from lefusion.diffusion.schedule import NoiseSchedule
 from lefusion.errors import LeFusionError

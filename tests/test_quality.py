@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from lefusion.generation.baseline_methods import make_baseline
 from lefusion.cli.evaluate import add_quality_parser
 from lefusion.errors import LeFusionError
 from lefusion.evaluation.patches import extract_patch, lesion_centroids, lesion_patches
@@ -28,6 +27,7 @@ from lefusion.evaluation.quality import (
 )
 from lefusion.evaluation.quality_report import evaluate_quality
 from lefusion.generation import GenerateConfig, generate_dataset
+from lefusion.generation.baseline_methods import make_baseline
 from lefusion.io import read_volume, write_volume
 from lefusion.phantoms import write_lung_phantom
 

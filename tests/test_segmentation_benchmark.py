@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from lefusion.cli import main
+from lefusion.data.sources import drop_leaking, label_scheme, read_synthetic_set, split_real
 from lefusion.errors import LeFusionError
 from lefusion.evaluation.segmentation import BenchmarkConfig, TrainSettings, parse_synthetic, run_benchmark
 from lefusion.evaluation.segmentation import benchmark as benchmark_module
 from lefusion.evaluation.segmentation.metrics import score_case
 from lefusion.evaluation.segmentation.networks import plan_dynunet, plan_network, size_multiple
 from lefusion.evaluation.segmentation.settings import SyntheticSpec, canonical_setting, plan_mixes
-from lefusion.data.sources import drop_leaking, label_scheme, read_synthetic_set, split_real
 from lefusion.io import Volume, read_volume, write_volume
 from lefusion.phantoms import write_cardiac_phantom, write_lung_phantom
 

@@ -161,7 +161,7 @@ class ModelConfig:
         return tuple(sorted({0, *self.context_labels, *self.lesion_labels}))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], extra: dict[str, Any] | None = None) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], extra: dict[str, Any] | None = None) -> ModelConfig:
         """Inverse of `to_dict`. A record written before `kind` and `prediction` existed gets them
         from `extra` (the checkpoint's metadata) or its channel layout: the one place they are inferred."""
         denoiser = DenoiserConfig(**data.get("denoiser", {}))

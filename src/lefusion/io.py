@@ -34,7 +34,7 @@ class Geometry:
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
-    def matches(self, other: "Geometry", tol: float = 1e-4) -> bool:
+    def matches(self, other: Geometry, tol: float = 1e-4) -> bool:
         return all(
             np.allclose(a, b, atol=tol)
             for a, b in ((self.spacing, other.spacing), (self.origin, other.origin), (self.direction, other.direction))

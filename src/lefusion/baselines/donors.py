@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from ..control.presets import fit_presets
+from ..data.conventions import DataConventions
 from ..data.layouts import Case, find_cases
 from ..data.roi import intensity_mapping, validate_pair
 from ..errors import LeFusionError
 from ..io import read_volume
-from ..data.conventions import DataConventions
 from .copy_paste import DonorLesion
 
 

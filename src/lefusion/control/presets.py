@@ -53,7 +53,7 @@ def read_presets(path: str | Path, cond_dim: int) -> list[tuple[float, ...]]:
         raise LeFusionError(f"{path}: {exc}") from exc
 
 
-def fit_presets(hists: "torch.Tensor", k: int, seed: int = 0, bins: int = 16) -> list[tuple[float, ...]]:
+def fit_presets(hists: torch.Tensor, k: int, seed: int = 0, bins: int = 16) -> list[tuple[float, ...]]:
     """k-means (k-means++ init, seeded) over training lesion histograms (N, K*bins) -> k presets.
 
     Presets are ordered by the mean lesion intensity they describe (first class's histogram), so

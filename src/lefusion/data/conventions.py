@@ -22,7 +22,7 @@ class DataConventions:
     preprocess: PreprocessConfig
 
     @classmethod
-    def of_model(cls, config: ModelConfig) -> "DataConventions":
+    def of_model(cls, config: ModelConfig) -> DataConventions:
         """The conventions a checkpoint was trained with."""
         return cls(config.lesion_labels, config.allowed_labels, config.preprocess)
 

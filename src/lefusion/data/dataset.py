@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import PreprocessConfig
-from .labels import class_masks
 from ..errors import LeFusionError
 from ..io import read_volume
 from .histograms import lesion_histogram
+from .labels import class_masks
 from .layouts import Case
 from .roi import Roi, prepare_roi, validate_pair
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from ..errors import LeFusionError
 from ..io import VOLUME_SUFFIXES, has_volume_suffix, strip_volume_suffix

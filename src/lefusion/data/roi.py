@@ -65,7 +65,7 @@ class RoiBox:
     pad_before: tuple[int, int, int]
 
     @classmethod
-    def centred(cls, original_shape: tuple[int, ...], roi_shape: tuple[int, ...]) -> "RoiBox":
+    def centred(cls, original_shape: tuple[int, ...], roi_shape: tuple[int, ...]) -> RoiBox:
         crop, pad = [], []
         for size, target in zip(original_shape, roi_shape):
             excess = size - target

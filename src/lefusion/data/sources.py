@@ -22,10 +22,10 @@ from typing import Literal
 
 import numpy as np
 
-from .layouts import EMIDEC, LIDC, NNUNET, Case, detect_layout, find_cases
 from ..errors import LeFusionError
 from ..io import has_volume_suffix, strip_volume_suffix
 from .conventions import conventions_for
+from .layouts import EMIDEC, LIDC, NNUNET, Case, detect_layout, find_cases
 
 Modality = Literal["ct", "mri"]
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-
 import torch
 import torch.nn.functional as F
 
 from ..config import Prediction
-
 from .channels import with_context
 from .process import q_sample, velocity
 from .schedule import NoiseSchedule

@@ -45,16 +45,16 @@ class DiffusionModel:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
-    def to(self, device: str | torch.device) -> "DiffusionModel":
+    def to(self, device: str | torch.device) -> DiffusionModel:
         self.denoiser.to(device)
         self.schedule.to(device)
         return self
 
-    def eval(self) -> "DiffusionModel":
+    def eval(self) -> DiffusionModel:
         self.denoiser.eval()
         return self
 
-    def with_presets(self, presets: list[tuple[float, ...]]) -> "DiffusionModel":
+    def with_presets(self, presets: list[tuple[float, ...]]) -> DiffusionModel:
         """A copy of this model whose config carries the given histogram presets."""
         config = dataclasses.replace(self.config, hist_presets=tuple(presets))
         return dataclasses.replace(self, config=config)

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from ..config import PreprocessConfig
+from ..data.conventions import DataConventions, conventions_for
 from ..data.histograms import lesion_histogram
 from ..data.layouts import Case, find_cases
 from ..data.roi import PAD_VALUE, Roi, prepare_roi
 from ..errors import LeFusionError
 from ..io import Volume, atomic_write_text, read_volume
-from ..data.conventions import DataConventions, conventions_for
 from .patches import lesion_patches
 from .quality import (
     ROI_DATA_RANGE,

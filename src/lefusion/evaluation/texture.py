@@ -15,8 +15,8 @@ import torch
 
 from ..data.histograms import lesion_histogram, wasserstein_1d_hist
 from ..data.roi import prepare_roi
-from ..io import read_volume
 from ..diffusion.model import DiffusionModel
+from ..io import read_volume
 
 
 def generated_histograms(model: DiffusionModel, out_dir: Path) -> dict[str, list[torch.Tensor]]:

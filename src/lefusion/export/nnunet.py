@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.roi import validate_pair
-from ..errors import LeFusionError
 from ..data.sources import LabelScheme, Modality, drop_leaking, label_scheme, read_synthetic_set, split_real
+from ..errors import LeFusionError
 from ..io import Volume, atomic_write_text, read_volume, write_volume
 
 FILE_ENDING = ".nii.gz"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LeFusionError
-from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, atomic_write_text, read_volume, strip_volume_suffix, write_volume
 from ..diffusion.model import DiffusionModel
 from ..diffusion.sampling import Ancestral, SamplerConfig
+from ..errors import LeFusionError
+from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, atomic_write_text, read_volume, strip_volume_suffix, write_volume
 from .diffmask import Threshold, model_box, model_control, sample_masks
 from .placement import sample_masks_in_volume
 

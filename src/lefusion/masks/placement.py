@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..errors import LeFusionError
-from ..io import Geometry, Volume
 from ..diffusion.model import DiffusionModel
 from ..diffusion.sampling import Ancestral, SamplerConfig
+from ..errors import LeFusionError
+from ..io import Geometry, Volume
 from .diffmask import SPACING_MM, Threshold, model_box, sample_masks
 
 

@@ -165,7 +165,7 @@ class SamplerConfig:
         """x at level t - 1 -> level t (B,): re-noising."""
         raise NotImplementedError(f"the {self.kind} sampler does not move up")
 
-    def canonical(self) -> "SamplerConfig":
+    def canonical(self) -> SamplerConfig:
         """The simplest sampler that makes exactly the same moves and draws (what manifests record)."""
         return self
 

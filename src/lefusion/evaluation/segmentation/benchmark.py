@@ -21,14 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import LeFusionError
-from ...io import atomic_write_text
-from ...device import resolve_device
-from .data import Normaliser, Sample, largest_shape, read_cases, stack_padded, to_samples
-from .metrics import score_case
-from .networks import NetworkPlan, check_available, plan_network
-from .report import write_report
-from .settings import DEFAULT_METHOD, SET_ROLE, SyntheticSpec, TrainingMix, plan_mixes
 from ...data.sources import (
     LabelScheme,
     Modality,
@@ -40,6 +32,14 @@ from ...data.sources import (
     read_synthetic_set,
     split_real,
 )
+from ...device import resolve_device
+from ...errors import LeFusionError
+from ...io import atomic_write_text
+from .data import Normaliser, Sample, largest_shape, read_cases, stack_padded, to_samples
+from .metrics import score_case
+from .networks import NetworkPlan, check_available, plan_network
+from .report import write_report
+from .settings import DEFAULT_METHOD, SET_ROLE, SyntheticSpec, TrainingMix, plan_mixes
 from .train import TrainSettings, predict, train_segmenter
 
 BENCHMARK_RECORD = "benchmark.json"

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from ...data.roi import validate_pair
+from ...data.sources import LabelScheme, Modality
 from ...errors import LeFusionError
 from ...io import read_volume
-from ...data.sources import LabelScheme, Modality
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Normaliser:
     std: float = 1.0
 
     @classmethod
-    def fit(cls, modality: Modality, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> "Normaliser":
+    def fit(cls, modality: Modality, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Normaliser:
         """Fit on (image, label id) arrays of the real training cases; only CT needs statistics."""
         if modality == "mri":
             return cls("mri")
