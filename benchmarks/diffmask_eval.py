@@ -43,8 +43,17 @@ from lefusion.masks.handcrafted import handcrafted_mask
 from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
 from lefusion.training.diffmask import prepare_masks
 
-SHORT = {"volume_mm3": "vol", "equivalent_diameter_mm": "diam", "surface_area_mm2": "area", "sphericity": "spher",
-         "elongation": "elong", "flatness": "flat", "extent": "extent", "solidity": "solid", "component_count": "comps"}  # fmt: skip
+SHORT = {
+    "volume_mm3": "vol",
+    "equivalent_diameter_mm": "diam",
+    "surface_area_mm2": "area",
+    "sphericity": "spher",
+    "elongation": "elong",
+    "flatness": "flat",
+    "extent": "extent",
+    "solidity": "solid",
+    "component_count": "comps",
+}
 
 
 def eq_diameter(mask: np.ndarray) -> float:
@@ -69,8 +78,13 @@ def raw_samples(model, name: str, diameters, centres, boundary, args) -> tuple[n
     per sample. With --raw DIR the samples are kept in DIR/NAME.npz and reused by a later run with
     the same weights and requests, so post-processing variants can be compared without sampling again."""
     spheres = control_regions(model, model_box(model), centres, diameters, args.seed)
-    key = {"weights": model.weights_sha256, "seed": args.seed, "spheres": int(spheres.sum()), "n": len(spheres),
-           "boundary": None if boundary is None else int(boundary.sum())}  # fmt: skip
+    key = {
+        "weights": model.weights_sha256,
+        "seed": args.seed,
+        "spheres": int(spheres.sum()),
+        "n": len(spheres),
+        "boundary": None if boundary is None else int(boundary.sum()),
+    }
     path = args.raw / f"{name}.npz" if args.raw else None
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as data:
@@ -119,11 +133,16 @@ def shape_table(model, box, train: np.ndarray, test: np.ndarray, args) -> str:
     for name, ((desc, empty), sec) in sets.items():
         dist = shape_distance(real_test, desc, reference=real_test)
         rows.append([name, len(desc) + empty, empty, dist["score"], *(dist[k] for k in DESCRIPTORS), sec])
-    medians = [[name, *(float(np.median([d[k] for d in desc])) for k in DESCRIPTORS)]
-               for name, ((desc, _), _) in {"real test": ((real_test, 0), 0), **sets}.items()]  # fmt: skip
-    return (f"### (a) Shape distance to {len(real_test)} real test nodules (Wasserstein / test std)\n\n"
-            + table(header, rows) + "\n\nMedian descriptor values:\n\n"
-            + table(["set", *(SHORT[k] for k in DESCRIPTORS)], medians))  # fmt: skip
+    medians = [
+        [name, *(float(np.median([d[k] for d in desc])) for k in DESCRIPTORS)]
+        for name, ((desc, _), _) in {"real test": ((real_test, 0), 0), **sets}.items()
+    ]
+    return (
+        f"### (a) Shape distance to {len(real_test)} real test nodules (Wasserstein / test std)\n\n"
+        + table(header, rows)
+        + "\n\nMedian descriptor values:\n\n"
+        + table(["set", *(SHORT[k] for k in DESCRIPTORS)], medians)
+    )
 
 
 def control_requests(box, test: np.ndarray, n: int, seed: int, jitter: float):
@@ -149,29 +168,63 @@ def control_table(model, box, test: np.ndarray, args) -> str:
     uncut = np.array([not (r & ~boundary).any() for r in regions])  # the model's own control regions
     variants = diffmask_variants(model, "control", diameters, [tuple(c) for c in centres], boundary, args)
     started = time.perf_counter()
-    hc = [handcrafted_mask(box, d, c, generator=np.random.default_rng([args.seed, 7, i]), boundary=boundary)
-          for i, (d, c) in enumerate(zip(diameters, centres))]  # fmt: skip
+    hc = [
+        handcrafted_mask(box, d, c, generator=np.random.default_rng([args.seed, 7, i]), boundary=boundary)
+        for i, (d, c) in enumerate(zip(diameters, centres))
+    ]
     hc_sec = (time.perf_counter() - started) / len(hc)
     rows, bins = [], []
     for name, (masks, s) in {**variants, "hand-crafted": (hc, hc_sec)}.items():
         got = np.array([eq_diameter(m) for m in masks])
         rel = np.abs(got / diameters - 1.0)
-        err = np.array([np.linalg.norm(np.array(ndimage.center_of_mass(m)) - c) if m.any() else np.nan
-                        for m, c in zip(masks, centres)])  # fmt: skip
+        err = np.array([np.linalg.norm(np.array(ndimage.center_of_mass(m)) - c) if m.any() else np.nan for m, c in zip(masks, centres)])
         inside = np.mean([not (m & ~boundary).any() for m in masks])
         empty = int(sum(not m.any() for m in masks))
-        rows.append([name, len(masks), int(uncut.sum()), empty, float(np.mean(rel[uncut] <= 0.2)), float(np.mean(rel <= 0.2)),
-                     float(np.median(rel[uncut])), float(np.nanmedian(err[uncut])), float(inside), s])  # fmt: skip
+        rows.append(
+            [
+                name,
+                len(masks),
+                int(uncut.sum()),
+                empty,
+                float(np.mean(rel[uncut] <= 0.2)),
+                float(np.mean(rel <= 0.2)),
+                float(np.median(rel[uncut])),
+                float(np.nanmedian(err[uncut])),
+                float(inside),
+                s,
+            ]
+        )
         for lo, hi in ((0, 5), (5, 8), (8, 12), (12, 20), (20, 99)):
             sel = uncut & (diameters >= lo) & (diameters < hi)
             if sel.any():
-                bins.append([name, f"[{lo}, {hi})", int(sel.sum()), float(np.mean(rel[sel] <= 0.2)),
-                             float(np.median(got[sel] / diameters[sel])), float(np.nanmedian(err[sel]))])  # fmt: skip
-    header = ["method", "n", "uncut", "empty", "size +-20% (uncut)", "size +-20% (all)", "median abs rel size err",
-              "median centroid err (vox)", "inside boundary", "s/mask"]  # fmt: skip
-    return (f"### (b) Size / location control: {args.n_control} requests, jitter +-{args.jitter} vox, ellipsoid boundary\n\n"
-            + table(header, rows) + "\n\nBy requested diameter (uncut requests):\n\n"
-            + table(["method", "diameter mm", "n", "size +-20%", "median got/requested", "median centroid err"], bins))  # fmt: skip
+                bins.append(
+                    [
+                        name,
+                        f"[{lo}, {hi})",
+                        int(sel.sum()),
+                        float(np.mean(rel[sel] <= 0.2)),
+                        float(np.median(got[sel] / diameters[sel])),
+                        float(np.nanmedian(err[sel])),
+                    ]
+                )
+    header = [
+        "method",
+        "n",
+        "uncut",
+        "empty",
+        "size +-20% (uncut)",
+        "size +-20% (all)",
+        "median abs rel size err",
+        "median centroid err (vox)",
+        "inside boundary",
+        "s/mask",
+    ]
+    return (
+        f"### (b) Size / location control: {args.n_control} requests, jitter +-{args.jitter} vox, ellipsoid boundary\n\n"
+        + table(header, rows)
+        + "\n\nBy requested diameter (uncut requests):\n\n"
+        + table(["method", "diameter mm", "n", "size +-20%", "median got/requested", "median centroid err"], bins)
+    )
 
 
 def _variant(text: str) -> tuple[float, float | str]:
@@ -212,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
         with np.load(args.masks_dir / f"lidc_masks_{split}.npz") as data:
             sets[split], counts = prepare_masks(data["masks"], box, "drop")
         print(f"{split}: {counts} (box {box})")
-    print(f"\nmodel: {args.checkpoint} T={model.schedule.num_timesteps} dim={model.config.denoiser.dim} "
-          f"mults={model.config.denoiser.dim_mults} control={model_control(model)}; {args.device}, threads={torch.get_num_threads()}\n")  # fmt: skip
+    print(
+        f"\nmodel: {args.checkpoint} T={model.schedule.num_timesteps} dim={model.config.denoiser.dim} "
+        f"mults={model.config.denoiser.dim_mults} control={model_control(model)}; {args.device}, threads={torch.get_num_threads()}\n"
+    )
     if args.skip != "shape":
         print(shape_table(model, box, sets["train"], sets["test"], args) + "\n")
     if args.skip != "control":

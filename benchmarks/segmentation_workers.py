@@ -42,8 +42,13 @@ def main() -> None:
     write_lung_phantom(data, n_pathological=28, n_normal=0, n_test=16, seed=1, roi_shape=(16, 32, 32), spacing=(1.4, 1.4, 1.4))
     results, rows = {}, []
     for workers, threads in args.layouts:
-        config = BenchmarkConfig(settings=("P",), seeds=tuple(range(args.runs)), train=TrainSettings(iterations=args.iterations),
-                                 workers=workers, threads_per_worker=threads)  # fmt: skip
+        config = BenchmarkConfig(
+            settings=("P",),
+            seeds=tuple(range(args.runs)),
+            train=TrainSettings(iterations=args.iterations),
+            workers=workers,
+            threads_per_worker=threads,
+        )
         before = torch.get_num_threads()
         torch.set_num_threads(threads)  # used by the one-process layout; workers set their own
         start = time.perf_counter()

@@ -98,16 +98,28 @@ def lesion_stats(image: torch.Tensor, lesion: torch.Tensor, window) -> tuple[flo
 def generation_table(model, sets: dict[str, LesionRoiDataset], seed: int) -> str:
     window = model.config.preprocess.window
     presets = torch.tensor(model.config.hist_presets, dtype=torch.float32)
-    lines = ["| family (training masks) | n | real: mean HU / dense | " + " | ".join(f"preset {k + 1}: mean HU / dense" for k in range(len(presets))) + " |",
-             "|" + "---|" * (3 + len(presets))]  # fmt: skip
+    lines = [
+        "| family (training masks) | n | real: mean HU / dense | "
+        + " | ".join(f"preset {k + 1}: mean HU / dense" for k in range(len(presets)))
+        + " |",
+        "|" + "---|" * (3 + len(presets)),
+    ]
     for family, ds in sets.items():
         image, label, lesion = batch_of(ds)
         cells = [family, str(len(ds)), "{:.0f} / {:.2f}".format(*lesion_stats(image, lesion, window))]
         for k in range(len(presets)):
             gens = [torch.Generator().manual_seed(seed + i) for i in range(len(ds))]
-            out = inpaint_lesions(model.denoiser, model.schedule, image, label, model.config.lesion_labels,
-                                  presets[k].expand(len(ds), -1), gens, Ancestral(),
-                                  mask_input=model.config.mask_input)  # fmt: skip
+            out = inpaint_lesions(
+                model.denoiser,
+                model.schedule,
+                image,
+                label,
+                model.config.lesion_labels,
+                presets[k].expand(len(ds), -1),
+                gens,
+                Ancestral(),
+                mask_input=model.config.mask_input,
+            )
             cells.append("{:.0f} / {:.2f}".format(*lesion_stats(out, lesion, window)))
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr, flush=True)  # progress; the table follows on stdout

@@ -133,11 +133,57 @@ CPU_CAVEATS = (
     "within the noise of this setup.",
 )
 GPU_ARCH = ("--dim", "64", "--dim-mults", "1", "2", "4", "8", "--heads", "8", "--dim-head", "32", "--timesteps", "300")
-GPU_TRAIN = ("--steps", "20000", "--batch-size", "4", "--grad-accum", "2", "--lr", "1e-4", "--ema-start", "2000",
-             "--ema-every", "10", "--save-every", "1000", "--seed", "0", "--amp", *GPU_ARCH, "--roi-shape", "32", "64", "64")  # fmt: skip
-SMOKE_TRAIN = ("--steps", "2", "--batch-size", "2", "--grad-accum", "1", "--save-every", "2", "--seed", "0",
-               "--dim", "8", "--dim-mults", "1", "2", "--heads", "1", "--dim-head", "8", "--timesteps", "10",
-               "--roi-shape", "8", "16", "16")  # fmt: skip
+GPU_TRAIN = (
+    "--steps",
+    "20000",
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "2",
+    "--lr",
+    "1e-4",
+    "--ema-start",
+    "2000",
+    "--ema-every",
+    "10",
+    "--save-every",
+    "1000",
+    "--seed",
+    "0",
+    "--amp",
+    *GPU_ARCH,
+    "--roi-shape",
+    "32",
+    "64",
+    "64",
+)
+SMOKE_TRAIN = (
+    "--steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--grad-accum",
+    "1",
+    "--save-every",
+    "2",
+    "--seed",
+    "0",
+    "--dim",
+    "8",
+    "--dim-mults",
+    "1",
+    "2",
+    "--heads",
+    "1",
+    "--dim-head",
+    "8",
+    "--timesteps",
+    "10",
+    "--roi-shape",
+    "8",
+    "16",
+    "16",
+)
 
 
 def _trained(base: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -169,7 +215,7 @@ PROFILES: dict[str, Profile] = {
             "1.4",
             "--seed",
             "1",
-        ),  # fmt: skip
+        ),
         models=None,
         methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "1", "--jump-n-sample", "1"),
@@ -201,7 +247,7 @@ PROFILES: dict[str, Profile] = {
             "0.7",
             "--seed",
             "1",
-        ),  # fmt: skip
+        ),
         models=_trained(GPU_TRAIN),
         methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "10", "--jump-n-sample", "10"),
@@ -232,7 +278,7 @@ PROFILES: dict[str, Profile] = {
             "1.0",
             "--seed",
             "1",
-        ),  # fmt: skip
+        ),
         models=_trained(SMOKE_TRAIN),
         methods=("lefusion", "repaint", "cond-diffusion", "copy-paste", "handcrafted"),
         sampler=("--jump-length", "1", "--jump-n-sample", "1"),
@@ -314,11 +360,28 @@ def generate_argv(profile: Profile, method: str, set_name: str) -> tuple[str, ..
     reference = checkpoint_of(profile, "lefusion")
     common = ("--data", data, "--out", f"gen/{method}_{tag}", "--seed", "0")
     if method in ("lefusion", "repaint"):  # RePaint: a global-loss model with LeFusion's sampler
-        return ("generate", "--method", "lefusion", "--checkpoint", checkpoint_of(profile, method), *common,
-                *profile.sampler, "--batch-size", str(profile.generate_batch))  # fmt: skip
+        return (
+            "generate",
+            "--method",
+            "lefusion",
+            "--checkpoint",
+            checkpoint_of(profile, method),
+            *common,
+            *profile.sampler,
+            "--batch-size",
+            str(profile.generate_batch),
+        )
     if method == "cond-diffusion":
-        return ("generate", "--method", "cond-diffusion", "--checkpoint", checkpoint_of(profile, method), *common,
-                "--batch-size", str(profile.generate_batch))  # fmt: skip
+        return (
+            "generate",
+            "--method",
+            "cond-diffusion",
+            "--checkpoint",
+            checkpoint_of(profile, method),
+            *common,
+            "--batch-size",
+            str(profile.generate_batch),
+        )
     if method == "copy-paste":
         return ("generate", "--method", "copy-paste", "--checkpoint", reference, "--donors", P_TRAIN, *common)
     if method == "handcrafted":
@@ -330,9 +393,13 @@ def plan(profile: Profile) -> list[Step]:
     """The profile's steps, in order."""
     steps = [
         Step("phantom", (f"{REAL}/phantom.json",), ("phantom", "lung", "--out", REAL, *profile.phantom)),
-        Step("p_train", (f"{P_TRAIN}/Image", f"{P_TRAIN}/Mask"), action=copy_training_cases,
-             note=f"copy the pathological training cases of {REAL}/ (not its test cases) to {P_TRAIN}/Image and {P_TRAIN}/Mask"),
-    ]  # fmt: skip
+        Step(
+            "p_train",
+            (f"{P_TRAIN}/Image", f"{P_TRAIN}/Mask"),
+            action=copy_training_cases,
+            note=f"copy the pathological training cases of {REAL}/ (not its test cases) to {P_TRAIN}/Image and {P_TRAIN}/Mask",
+        ),
+    ]
     for method, flags in (profile.models or {}).items():
         steps.append(
             Step(
@@ -345,15 +412,47 @@ def plan(profile: Profile) -> list[Step]:
         steps.append(Step(f"generate-{method}-{tag}", (f"gen/{method}_{tag}/manifest.json",), generate_argv(profile, method, set_name)))
     for method, set_name in generated:
         tag = SETS[set_name][0]
-        argv = ("evaluate", "quality", "--generated", f"gen/{method}_{tag}", "--real", REAL, "--out", f"quality/{method}_{tag}",
-                "--patch-size", *map(str, profile.patch_size))  # fmt: skip
+        argv = (
+            "evaluate",
+            "quality",
+            "--generated",
+            f"gen/{method}_{tag}",
+            "--real",
+            REAL,
+            "--out",
+            f"quality/{method}_{tag}",
+            "--patch-size",
+            *map(str, profile.patch_size),
+        )
         steps.append(Step(f"quality-{method}-{tag}", (f"quality/{method}_{tag}/quality.json",), argv))
     synthetic = [f"{method}:{set_name}=gen/{method}_{SETS[set_name][0]}" for method, set_name in generated]
-    steps.append(Step("segmentation", ("seg/summary.md", "seg/summary.csv"), (
-        "evaluate", "segmentation", "--real", REAL, "--synthetic", *synthetic, "--settings", "P", "P+P'", "P+N'",
-        "--network", *profile.networks, "--seeds", *map(str, profile.seeds), "--iterations", str(profile.iterations),
-        "--out", "seg", *(("--workers", str(profile.workers)) if profile.workers > 1 else ()),
-    )))  # fmt: skip
+    steps.append(
+        Step(
+            "segmentation",
+            ("seg/summary.md", "seg/summary.csv"),
+            (
+                "evaluate",
+                "segmentation",
+                "--real",
+                REAL,
+                "--synthetic",
+                *synthetic,
+                "--settings",
+                "P",
+                "P+P'",
+                "P+N'",
+                "--network",
+                *profile.networks,
+                "--seeds",
+                *map(str, profile.seeds),
+                "--iterations",
+                str(profile.iterations),
+                "--out",
+                "seg",
+                *(("--workers", str(profile.workers)) if profile.workers > 1 else ()),
+            ),
+        )
+    )
     return steps
 
 
@@ -463,8 +562,10 @@ def run(profile: Profile, workdir: Path, threads: int | None, in_process: bool) 
     steps = plan(profile)
     workers = 1 if in_process else profile.workers
     outcomes: dict[str, Outcome] = {}
-    print(f"benchmark profile {profile.name} in {workdir} ({len(steps)} steps; threads: {threads or 'default'}; "
-          f"{workers} at a time)", flush=True)  # fmt: skip
+    print(
+        f"benchmark profile {profile.name} in {workdir} ({len(steps)} steps; threads: {threads or 'default'}; {workers} at a time)",
+        flush=True,
+    )
     number = {step.name: k for k, step in enumerate(steps, 1)}
     todo: list[list[Step]] = []
     for stage in stages(steps):
@@ -472,8 +573,11 @@ def run(profile: Profile, workdir: Path, threads: int | None, in_process: bool) 
         for step in stage:
             record = is_done(workdir, step)
             if record is not None:
-                print(f"[{number[step.name]}/{len(steps)}] {step.name}: done in an earlier run ({record['seconds']} s), skipped\n"
-                      f"  {step.command}", flush=True)  # fmt: skip
+                print(
+                    f"[{number[step.name]}/{len(steps)}] {step.name}: done in an earlier run ({record['seconds']} s), skipped\n"
+                    f"  {step.command}",
+                    flush=True,
+                )
                 outcomes[step.name] = Outcome(step, float(record["seconds"]), ran=False)
             else:
                 todo[-1].append(step)
@@ -501,10 +605,12 @@ def run(profile: Profile, workdir: Path, threads: int | None, in_process: bool) 
 # -------------------------------------------------------------------------------------------- report
 
 QUALITY_COLUMNS = (
-    ("psnr_lesion", "PSNR lesion (dB)", "{:.1f}"), ("ssim_lesion", "SSIM lesion", "{:.3f}"),
-    ("hist_w1_target", "hist W1 to target", "{:.3f}"), ("hist_w1_real", "hist W1 to real lesion", "{:.3f}"),
+    ("psnr_lesion", "PSNR lesion (dB)", "{:.1f}"),
+    ("ssim_lesion", "SSIM lesion", "{:.3f}"),
+    ("hist_w1_target", "hist W1 to target", "{:.3f}"),
+    ("hist_w1_real", "hist W1 to real lesion", "{:.3f}"),
     ("background_max_abs", "background max err", "{:.4g}"),
-)  # fmt: skip
+)
 
 
 def caveats(profile: Profile) -> list[str]:
@@ -621,9 +727,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="OMP_NUM_THREADS for every command (default: cpu 1, with two commands or segmenter runs at a time; smoke 1; gpu unchanged)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run the lefusion commands in this interpreter instead of one process each "
-                        "(saves the start-up of each command; used by the smoke test)")  # fmt: skip
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the lefusion commands in this interpreter instead of one process each "
+        "(saves the start-up of each command; used by the smoke test)",
+    )
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     workdir: Path = args.workdir or Path("outputs") / f"benchmark-{profile.name}"
@@ -637,8 +746,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall_seconds = time.perf_counter() - start
     report = write_report(workdir, profile, outcomes, threads, args.in_process, wall_seconds)
     ran = sum(o.ran for o in outcomes)
-    print(f"\n{segmentation_table(workdir)}\n{len(outcomes)} steps: {ran} run, {len(outcomes) - ran} skipped "
-          f"(done earlier); {wall_seconds:.0f} s this run\nreport: {report}")  # fmt: skip
+    print(
+        f"\n{segmentation_table(workdir)}\n{len(outcomes)} steps: {ran} run, {len(outcomes) - ran} skipped "
+        f"(done earlier); {wall_seconds:.0f} s this run\nreport: {report}"
+    )
     return 0
 
 

@@ -27,8 +27,28 @@ from pathlib import Path
 
 PHANTOM = {"seed": 0, "roi_shape": [16, 32, 32], "spacing": [1.4, 1.4, 1.4], "n_pathological": 96, "n_normal": 12, "n_test": 8}
 ARCH = ["--dim", "16", "--dim-mults", "1", "2", "4", "--heads", "2", "--dim-head", "16"]
-DEMO_PHANTOM_COMMAND = ["phantom", "lung", "--out", "lung", "--n-pathological", "96", "--n-normal", "12", "--n-test", "8",
-                        "--roi-shape", "16", "32", "32", "--spacing", "1.4", "1.4", "1.4", "--seed", "0"]  # fmt: skip
+DEMO_PHANTOM_COMMAND = [
+    "phantom",
+    "lung",
+    "--out",
+    "lung",
+    "--n-pathological",
+    "96",
+    "--n-normal",
+    "12",
+    "--n-test",
+    "8",
+    "--roi-shape",
+    "16",
+    "32",
+    "32",
+    "--spacing",
+    "1.4",
+    "1.4",
+    "1.4",
+    "--seed",
+    "0",
+]
 # One optimisation recipe for the demo LeFusion model and the two diffusion baselines trained beside it
 # (RePaint = global loss, Cond-Diffusion = mask and masked image as input channels), so the CPU
 # segmentation benchmark compares the three at the same data, architecture and optimiser.
@@ -43,9 +63,31 @@ DEMO_PHANTOM_COMMAND = ["phantom", "lung", "--out", "lung", "--n-pathological", 
 # The bundled baselines were trained on the phantom of that time, whose part-solid nodules started
 # at 8 mm (commit 62d863b); the demo model was retrained after they went down to 5 mm. Re-running
 # their recipes today trains them on the current phantom, so the weights will differ.
-DEMO_TRAIN = ["--batch-size", "4", "--grad-accum", "1", "--lr", "2e-4", "--loss-type", "l2",
-              "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "250", "--seed", "0",
-              *ARCH, "--timesteps", "100", "--roi-shape", "16", "32", "32"]  # fmt: skip
+DEMO_TRAIN = [
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "1",
+    "--lr",
+    "2e-4",
+    "--loss-type",
+    "l2",
+    "--ema-decay",
+    "0.995",
+    "--ema-every",
+    "1",
+    "--save-every",
+    "250",
+    "--seed",
+    "0",
+    *ARCH,
+    "--timesteps",
+    "100",
+    "--roi-shape",
+    "16",
+    "32",
+    "32",
+]
 DEMO_STEPS, BASELINE_STEPS = ["--steps", "4000"], ["--steps", "3000"]
 
 
@@ -105,7 +147,7 @@ RECIPES: dict[str, dict] = {
                 "--control",
                 "ellipsoid",
             ],
-        ],  # fmt: skip
+        ],
         "extra": {},
     },
 }

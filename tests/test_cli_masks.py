@@ -48,9 +48,37 @@ def test_masks_train_from_an_npz(tmp_path, capsys):
 
     masks = np.stack([control_sphere((12, 20, 20), (5.5, 9.5, 9.5), d) for d in (3.0, 4.0, 5.0)]).astype(np.uint8)
     np.savez_compressed(tmp_path / "m.npz", masks=masks)
-    argv = ["masks", "train", "--masks", str(tmp_path / "m.npz"), "--out", str(tmp_path / "run"), "--steps", "2",
-            "--batch-size", "2", "--box", "8", "16", "16", "--dim", "8", "--dim-mults", "1", "2", "--heads", "2",
-            "--dim-head", "8", "--timesteps", "8", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    argv = [
+        "masks",
+        "train",
+        "--masks",
+        str(tmp_path / "m.npz"),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--box",
+        "8",
+        "16",
+        "16",
+        "--dim",
+        "8",
+        "--dim-mults",
+        "1",
+        "2",
+        "--heads",
+        "2",
+        "--dim-head",
+        "8",
+        "--timesteps",
+        "8",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 0
     model = load_diffmask(tmp_path / "run" / "checkpoint")
     assert model.config.prediction == "x0" and model.extra["train"]["steps"] == 2

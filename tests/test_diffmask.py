@@ -51,9 +51,7 @@ def _synthetic_masks(n: int = 6, shape=(12, 20, 20)) -> np.ndarray:
     """Spheres of 3-6 mm around the centre of a larger stored box, like the LIDC npz layout."""
     rng = np.random.default_rng(0)
     centre = np.array([(s - 1) / 2 for s in shape])
-    return np.stack([
-        control_sphere(shape, centre + rng.uniform(-1, 1, 3), rng.uniform(3, 6)) for _ in range(n)
-    ]).astype(np.uint8)  # fmt: skip
+    return np.stack([control_sphere(shape, centre + rng.uniform(-1, 1, 3), rng.uniform(3, 6)) for _ in range(n)]).astype(np.uint8)
 
 
 @pytest.mark.parametrize(

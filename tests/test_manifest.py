@@ -24,12 +24,36 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROI = (8, 16, 16)
 
 # Settings as manifests written before this change record them (copied from real runs).
-LEGACY_LEFUSION = {"data": "d", "checkpoint": "c", "checkpoint_sha256": "s", "presets": ["1", "2", "3"], "seed": 0,
-                   "jump_length": 1, "jump_n_sample": 1}  # fmt: skip
-LEGACY_COND = {"data": "d", "method": "cond-diffusion", "checkpoint": "c", "checkpoint_sha256": "s", "presets": ["1", "3"],
-               "seed": 3, "jump_length": 10, "jump_n_sample": 10}  # fmt: skip
-LEGACY_COPY_PASTE = {"data": "d", "method": "copy-paste", "donors": "d", "donor_lesions": 5, "texture_presets": [],
-                     "presets": ["mix"], "seed": 1, "jump_length": 10, "jump_n_sample": 10}  # fmt: skip
+LEGACY_LEFUSION = {
+    "data": "d",
+    "checkpoint": "c",
+    "checkpoint_sha256": "s",
+    "presets": ["1", "2", "3"],
+    "seed": 0,
+    "jump_length": 1,
+    "jump_n_sample": 1,
+}
+LEGACY_COND = {
+    "data": "d",
+    "method": "cond-diffusion",
+    "checkpoint": "c",
+    "checkpoint_sha256": "s",
+    "presets": ["1", "3"],
+    "seed": 3,
+    "jump_length": 10,
+    "jump_n_sample": 10,
+}
+LEGACY_COPY_PASTE = {
+    "data": "d",
+    "method": "copy-paste",
+    "donors": "d",
+    "donor_lesions": 5,
+    "texture_presets": [],
+    "presets": ["mix"],
+    "seed": 1,
+    "jump_length": 10,
+    "jump_n_sample": 10,
+}
 
 
 def test_legacy_settings_read_as_the_sampler_they_meant():
@@ -48,9 +72,11 @@ def setup(tmp_path_factory) -> tuple[Path, lefusion.LeFusionModel]:
     root = tmp_path_factory.mktemp("m")
     write_lung_phantom(root / "lung", n_pathological=0, n_normal=2, n_test=0, seed=0, roi_shape=ROI, spacing=(2.0, 2.0, 2.0))
     config = ModelConfig(
-        denoiser=DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8), schedule=ScheduleConfig(timesteps=4),
-        preprocess=PreprocessConfig(roi_shape=ROI), hist_presets=(tuple([1 / 16] * 16),),
-    )  # fmt: skip
+        denoiser=DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8),
+        schedule=ScheduleConfig(timesteps=4),
+        preprocess=PreprocessConfig(roi_shape=ROI),
+        hist_presets=(tuple([1 / 16] * 16),),
+    )
     torch.manual_seed(0)
     folder = save_model(DiffusionModel(config, Denoiser(config.denoiser)), root / "model")
     return root / "lung", lefusion.load(folder)

@@ -84,8 +84,26 @@ def lung(tmp_path_factory) -> Path:
 
 
 def _train(data: Path, run: Path, roi: tuple[int, ...], extra: list[str]) -> Path:
-    args = ["train", "--data", str(data), "--out", str(run), "--steps", "2", "--batch-size", "2", "--grad-accum", "1",
-            "--save-every", "2", *ARCH, "--roi-shape", *map(str, roi), "--mask-input", *extra]  # fmt: skip
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--save-every",
+        "2",
+        *ARCH,
+        "--roi-shape",
+        *map(str, roi),
+        "--mask-input",
+        *extra,
+    ]
     assert main(args) == 0
     return run / "checkpoint"
 
@@ -95,8 +113,29 @@ def test_cli_trains_and_generates_with_mask_input_background_exact(lung, tmp_pat
     model = lefusion.load(checkpoint)
     assert model.config.mask_input and model.config.denoiser.extra_in_channels == 1
     out = tmp_path / "gen"
-    assert main(["generate", "--checkpoint", str(checkpoint), "--data", str(lung), "--out", str(out), "--preset", "1", "3",
-                 "--jump-length", "1", "--jump-n-sample", "1", "--seed", "0"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(lung),
+                "--out",
+                str(out),
+                "--preset",
+                "1",
+                "3",
+                "--jump-length",
+                "1",
+                "--jump-n-sample",
+                "1",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["outputs"]) == 4 and manifest["model"]["config"]["mask_input"] is True
     for entry in manifest["outputs"].values():
@@ -121,8 +160,23 @@ def test_two_class_mask_input_model_sees_one_mask_channel_per_class(tmp_path):
 
 
 def test_cond_diffusion_with_mask_input_is_refused(lung, tmp_path, capsys):
-    args = ["train", "--data", str(lung), "--out", str(tmp_path / "run"), "--steps", "1", *ARCH, "--roi-shape", "8", "16", "16",
-            "--method", "cond-diffusion", "--mask-input"]  # fmt: skip
+    args = [
+        "train",
+        "--data",
+        str(lung),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "1",
+        *ARCH,
+        "--roi-shape",
+        "8",
+        "16",
+        "16",
+        "--method",
+        "cond-diffusion",
+        "--mask-input",
+    ]
     assert main(args) == 2
     assert "already sees the masks" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint").exists()

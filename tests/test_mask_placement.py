@@ -77,8 +77,28 @@ def test_cli_sample_writes_a_dataset_generate_can_read(checkpoint, tmp_path, cap
     lung[1:9, 3:21, 3:21] = 1
     boundary = write_volume(Volume(lung, scan_geometry), tmp_path / "lung_001.nii.gz")
     out = tmp_path / "out"
-    argv = ["masks", "sample", "--checkpoint", str(checkpoint), "--n", "2", "--diameter", "5", "--center", "5,12,12",
-            "--like", str(scan), "--boundary", str(boundary), "--seed", "4", "--out", str(out), "--threads", "1"]  # fmt: skip
+    argv = [
+        "masks",
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--n",
+        "2",
+        "--diameter",
+        "5",
+        "--center",
+        "5,12,12",
+        "--like",
+        str(scan),
+        "--boundary",
+        str(boundary),
+        "--seed",
+        "4",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 0
     cases = find_cases(out)
     assert [c.name for c in cases] == ["normal_001_0000", "normal_001_0001"]

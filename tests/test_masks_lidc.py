@@ -224,8 +224,10 @@ def make_db(path: Path) -> Path:
             for _ in range(readers):
                 ann_id += 1
                 jitter = rng.normal(0, 0.4, 2)
-                con.execute("INSERT INTO annotations VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                            (ann_id, sid, str(ann_id), 3, 1, 6, 4, 4, 2, 1, int(rng.integers(1, 6)), 3))  # fmt: skip
+                con.execute(
+                    "INSERT INTO annotations VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (ann_id, sid, str(ann_id), 3, 1, 6, 4, 4, 2, 1, int(rng.integers(1, 6)), 3),
+                )
                 contours = sphere_contours((x + jitter[0], y + jitter[1]), zc, radius, 0.7, slice_z)
                 if radius <= 1.0:  # too small for sphere_contours' slices: one tiny outline
                     contours = [Contour(circle(x, y, 1.0), float(slice_z[8]))]

@@ -26,8 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lefusion", description="Controllable lesion synthesis in 3D medical scans with lesion-focused diffusion (LeFusion)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_checkpoint_parsers, add_phantom_parser, add_train_parser, add_generate_parser, add_masks_parser,
-                add_evaluate_parser, add_export_parser, add_demo_parser):  # fmt: skip
+    for add in (
+        add_checkpoint_parsers,
+        add_phantom_parser,
+        add_train_parser,
+        add_generate_parser,
+        add_masks_parser,
+        add_evaluate_parser,
+        add_export_parser,
+        add_demo_parser,
+    ):
         add(sub)
     return parser
 

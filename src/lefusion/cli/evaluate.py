@@ -131,9 +131,13 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: mixed precision)")
     p.add_argument("--threads", type=int, help="torch CPU threads (per worker with --workers; default: torch's choice, 1 per worker)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="runs trained side by side, one process each (default 1). On a CPU, N workers x 1 thread "
-                   "finish the runs sooner than 1 process x N threads; the results are the same")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs trained side by side, one process each (default 1). On a CPU, N workers x 1 thread "
+        "finish the runs sooner than 1 process x N threads; the results are the same",
+    )
     p.add_argument("--out", required=True, help="results folder (resumes from the runs saved there)")
     p.set_defaults(handler=_segmentation)
 

@@ -40,12 +40,18 @@ def _generate(args: argparse.Namespace) -> int:
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="inpaint lesions into normal scans with a trained or published model (or a baseline)")
-    p.add_argument("--method", choices=list(METHODS),
-                   help="default: the checkpoint's own kind (lefusion or cond-diffusion); or a non-learned baseline: "
-                   "copy-paste (real donor lesions), handcrafted (smoothed noise)")  # fmt: skip
-    p.add_argument("--checkpoint", help="lefusion checkpoint folder, published .pt or bundled model name (required for lefusion "
-                   "and cond-diffusion; for copy-paste / handcrafted, optional: its ROI conventions and presets are used, "
-                   "else the data layout's)")  # fmt: skip
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        help="default: the checkpoint's own kind (lefusion or cond-diffusion); or a non-learned baseline: "
+        "copy-paste (real donor lesions), handcrafted (smoothed noise)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="lefusion checkpoint folder, published .pt or bundled model name (required for lefusion "
+        "and cond-diffusion; for copy-paste / handcrafted, optional: its ROI conventions and presets are used, "
+        "else the data layout's)",
+    )
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--data", required=True, help="dataset root (for the LIDC layout its Normal/ cases are used)")
     p.add_argument("--out", required=True)
@@ -56,8 +62,11 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-cases", type=int)
     p.add_argument("--device", default="auto")
-    p.add_argument("--donors", help="baselines: dataset root whose pathological training cases give the real lesions "
-                   "(copy-paste: required; handcrafted without --checkpoint: texture presets fitted to them)")  # fmt: skip
+    p.add_argument(
+        "--donors",
+        help="baselines: dataset root whose pathological training cases give the real lesions "
+        "(copy-paste: required; handcrafted without --checkpoint: texture presets fitted to them)",
+    )
     p.add_argument(
         "--texture",
         type=float,

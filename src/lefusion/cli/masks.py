@@ -156,9 +156,13 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
         default="x0",
         help="network target: the clean mask (default), the noise, or v = sqrt(abar) eps - sqrt(1-abar) x0",
     )
-    p.add_argument("--control", choices=["sphere", "ellipsoid"], default="sphere",
-                   help="control region: the equivalent-diameter sphere (default, as the paper) or an ellipsoid with the "
-                        "lesion's proportions (sampling then draws them from the training lesions)")  # fmt: skip
+    p.add_argument(
+        "--control",
+        choices=["sphere", "ellipsoid"],
+        default="sphere",
+        help="control region: the equivalent-diameter sphere (default, as the paper) or an ellipsoid with the "
+        "lesion's proportions (sampling then draws them from the training lesions)",
+    )
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--ema-every", type=int, default=1)
     p.add_argument("--save-every", type=int, default=250)

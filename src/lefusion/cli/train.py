@@ -56,19 +56,29 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-every", type=int, default=10, help="EMA update interval in steps (release: 10)")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", choices=TRAIN_METHODS, default="lefusion",
-                   help="lefusion (default), or the Cond-Diffusion baseline: masks + masked image as input channels, "
-                   "global loss, generates the whole ROI")  # fmt: skip
-    p.add_argument("--loss", choices=["lesion", "global"],
-                   help="lesion-focused (LeFusion, the default) or global (with --method lefusion: the RePaint baseline; "
-                   "cond-diffusion always uses global)")  # fmt: skip
+    p.add_argument(
+        "--method",
+        choices=TRAIN_METHODS,
+        default="lefusion",
+        help="lefusion (default), or the Cond-Diffusion baseline: masks + masked image as input channels, "
+        "global loss, generates the whole ROI",
+    )
+    p.add_argument(
+        "--loss",
+        choices=["lesion", "global"],
+        help="lesion-focused (LeFusion, the default) or global (with --method lefusion: the RePaint baseline; "
+        "cond-diffusion always uses global)",
+    )
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l1")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     p.add_argument("--device", default="auto")
     add_architecture_args(p, dim=64, dim_mults=[1, 2, 4, 8], heads=8, dim_head=32, timesteps=300)  # release: LIDC
-    p.add_argument("--mask-input", action="store_true",
-                   help="the network also sees the lesion masks as input channels (not in the public release; lets it place "
-                   "structure inside the lesion, e.g. a part-solid core)")  # fmt: skip
+    p.add_argument(
+        "--mask-input",
+        action="store_true",
+        help="the network also sees the lesion masks as input channels (not in the public release; lets it place "
+        "structure inside the lesion, e.g. a part-solid core)",
+    )
     p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
     p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
     p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")

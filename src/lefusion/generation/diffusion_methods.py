@@ -130,8 +130,12 @@ class CondDiffusionGenerator(DiffusionMethod):
     preserves_background: ClassVar[bool] = False  # it regenerates the whole ROI
 
     def settings(self) -> dict[str, Any]:
-        return {"method": self.method, "checkpoint": str(self.model.source), "checkpoint_sha256": self.model.weights_sha256,
-                "sampler": self.sampler.to_dict()}  # fmt: skip
+        return {
+            "method": self.method,
+            "checkpoint": str(self.model.source),
+            "checkpoint_sha256": self.model.weights_sha256,
+            "sampler": self.sampler.to_dict(),
+        }
 
     def header(self) -> dict[str, Any]:
         header = super().header()

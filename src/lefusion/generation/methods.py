@@ -59,8 +59,9 @@ def _baseline(name: str) -> Callable[[MethodRequest], RoiGenerator]:
             raise LeFusionError("give the hand-crafted texture either as --preset (histogram presets) or as --texture MEAN STD, not both")
         if request.config.sampler is not None:
             raise LeFusionError(f"{name} does not sample; --sampler and the jump settings belong to the diffusion methods")
-        return make_baseline(name, request.data_root, model=request.model, donors=request.donors, texture=request.texture,
-                             smoothing=request.smoothing)  # fmt: skip
+        return make_baseline(
+            name, request.data_root, model=request.model, donors=request.donors, texture=request.texture, smoothing=request.smoothing
+        )
 
     return build
 

@@ -31,18 +31,21 @@ class _Draw:
     @property
     def reach(self) -> float:
         """Bound on |u| of any inside point: furthest ellipsoid point plus the largest warp."""
-        return float((np.linalg.norm(self.centres, axis=1) + 1.0 / self.inv_axes.min(axis=1)).max()
-                     + np.abs(self.wave_amp).sum(axis=1).max())  # fmt: skip
+        return float(
+            (np.linalg.norm(self.centres, axis=1) + 1.0 / self.inv_axes.min(axis=1)).max() + np.abs(self.wave_amp).sum(axis=1).max()
+        )
 
 
 def _rotation(gen: np.random.Generator) -> np.ndarray:
     q = gen.normal(size=4)  # uniform random rotation from a normalised Gaussian quaternion
     w, x, y, z = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _draw(gen: np.random.Generator, n_ellipsoids: int | None, warp: float) -> _Draw:
@@ -61,8 +64,14 @@ def _draw(gen: np.random.Generator, n_ellipsoids: int | None, warp: float) -> _D
     # 0.25-0.6 cycles per unit radius: a smooth bulge or dent or two across the lesion.
     wave_k = 2 * np.pi * directions * gen.uniform(0.25, 0.6, size=(3, modes, 1))
     wave_amp = warp * gen.uniform(0.5, 1.0, size=(3, modes)) / np.sqrt(modes)
-    return _Draw(np.array(centres), 1.0 / np.array(axes), np.stack([_rotation(gen) for _ in range(n)]),
-                 wave_k, gen.uniform(0, 2 * np.pi, size=(3, modes)), wave_amp)  # fmt: skip
+    return _Draw(
+        np.array(centres),
+        1.0 / np.array(axes),
+        np.stack([_rotation(gen) for _ in range(n)]),
+        wave_k,
+        gen.uniform(0, 2 * np.pi, size=(3, modes)),
+        wave_amp,
+    )
 
 
 def _inside(draw: _Draw, u: np.ndarray) -> np.ndarray:

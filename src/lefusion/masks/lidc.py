@@ -139,8 +139,13 @@ def build_lidc_masks(
         raise LeFusionError(f"box must be three positive sizes (D, H, W), got {box}")
     if not sqlite_path.is_file():
         raise LeFusionError(f"{sqlite_path}: LIDC annotation database not found")
-    params = {"box": list(box), "seed": seed, "test_fraction": test_fraction, "min_diameter_mm": min_diameter_mm,
-              "format_version": FORMAT_VERSION}  # fmt: skip
+    params = {
+        "box": list(box),
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "min_diameter_mm": min_diameter_mm,
+        "format_version": FORMAT_VERSION,
+    }
     key = hashlib.sha256((_sha256(sqlite_path) + json.dumps(params, sort_keys=True)).encode()).hexdigest()
     cached = _cached(out_dir, key)
     if cached is not None:
@@ -183,8 +188,7 @@ def build_lidc_masks(
     atomic_write_text(out_dir / TABLE_NAME, text.getvalue())
     files["table"] = TABLE_NAME
     hashes = {name: _sha256(out_dir / name) for name in files.values()}
-    summary = LidcMaskSummary(str(out_dir), files, key, params, counts, round(time.perf_counter() - started, 2),
-                              hashes=hashes)  # fmt: skip
+    summary = LidcMaskSummary(str(out_dir), files, key, params, counts, round(time.perf_counter() - started, 2), hashes=hashes)
     record = asdict(summary)
     record.pop("cached")
     atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(record, indent=2) + "\n")

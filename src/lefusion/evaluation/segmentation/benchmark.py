@@ -237,8 +237,21 @@ def _run_jobs(
     for k, job in enumerate(todo, 1):
         samples = real_train + [s for spec in job.mix.sets for s in synthetic[(spec.method, spec.set_name)]]
         desc = f"[{k}/{len(todo)}] {job.mix.setting} {job.mix.method} {job.network} seed {job.seed}"
-        tasks.append(_RunTask(job, plans[job.network], samples, test, scheme, config, device, out,
-                              _fingerprint(training_ids[job.mix.slug]), dataclasses.asdict(normaliser), desc))  # fmt: skip
+        tasks.append(
+            _RunTask(
+                job,
+                plans[job.network],
+                samples,
+                test,
+                scheme,
+                config,
+                device,
+                out,
+                _fingerprint(training_ids[job.mix.slug]),
+                dataclasses.asdict(normaliser),
+                desc,
+            )
+        )
     if config.workers <= 1:
         for task in tasks:
             _report_run(task, _train_and_score(task, progress), progress)
@@ -248,8 +261,9 @@ def _run_jobs(
 
     # spawn, not fork: a forked child would inherit torch's thread pools in an undefined state.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=context, initializer=torch.set_num_threads,
-                                                initargs=(config.threads_per_worker,)) as pool:  # fmt: skip
+    with concurrent.futures.ProcessPoolExecutor(
+        config.workers, mp_context=context, initializer=torch.set_num_threads, initargs=(config.threads_per_worker,)
+    ) as pool:
         futures = {pool.submit(_train_and_score, task, False): task for task in tasks}
         for future in concurrent.futures.as_completed(futures):
             _report_run(futures[future], future.result(), progress)
