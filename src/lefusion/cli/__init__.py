@@ -18,6 +18,7 @@ from .export import add_export_parser
 from .generate import add_generate_parser
 from .masks import add_masks_parser
 from .phantom import add_phantom_parser
+from .place import add_place_parser
 from .train import add_train_parser
 
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_phantom_parser,
         add_train_parser,
         add_generate_parser,
+        add_place_parser,
         add_masks_parser,
         add_evaluate_parser,
         add_export_parser,
