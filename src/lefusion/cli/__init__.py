@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LeFusionError
+from .augment import add_augment_parser
 from .checkpoint import add_checkpoint_parsers
 from .demo import add_demo_parser
 from .evaluate import add_evaluate_parser
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_parser,
         add_generate_parser,
         add_place_parser,
+        add_augment_parser,
         add_masks_parser,
         add_evaluate_parser,
         add_export_parser,

@@ -61,15 +61,15 @@ def start_work(
 
 def generate_works(works: Sequence[Work], generator: RoiGenerator, batch_size: int, tick: Callable[[], None]) -> None:
     """Generate every unit of `works`, batch by batch and round by round (`_units`), pasting each
-    result into its output; per unit the record gets the seconds it took (its share of the batch)."""
+    result into its output; per unit the record gets its seed and the seconds it took (its share of the batch)."""
     for batch in units(works, batch_size):
         t0 = time.perf_counter()
         cuts = [work.cut(k, generator) for work, k in batch]
         unit_jobs = [dataclasses.replace(work.job, seed=lesion_seed(work.job.seed, k)) for work, k in batch]
         results = generator(unit_jobs, [roi for roi, _ in cuts], tick)
         seconds = (time.perf_counter() - t0) / len(batch)
-        for (work, _), (roi, region), result in zip(batch, cuts, results):
-            work.paste(roi, region, dataclasses.replace(result, record={**result.record, "seconds": round(seconds, 2)}))
+        for (work, _), (roi, region), job, result in zip(batch, cuts, unit_jobs, results):
+            work.paste(roi, region, dataclasses.replace(result, record={**result.record, "seed": job.seed, "seconds": round(seconds, 2)}))
 
 
 def units(works: Sequence[Work], batch_size: int) -> Iterator[list[tuple[Work, int]]]:

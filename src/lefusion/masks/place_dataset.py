@@ -128,6 +128,7 @@ def place_scan(scan: Scan, source: ShapeSource, config: PlaceConfig, organ_dir: 
     mask_path = write_volume(Volume(mask, image.geometry), out / "masks" / image_path.name)
     return {
         "source_image": str(scan.image),
+        "source_labels": None if scan.labels is None else str(scan.labels),
         "image": str(image_path.relative_to(out)),
         "mask": str(mask_path.relative_to(out)),
         "organ": organ_note,
