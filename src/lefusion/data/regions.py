@@ -138,12 +138,11 @@ def check_fits(source: Geometry, lesion: Lesion, box: RegionBox, where: str) -> 
 @dataclass(frozen=True, eq=False)
 class Region:
     """A lesion's ROI: `roi` in the model's order and units (label: this lesion's class ids only),
-    `box` where it came from, `source_index` (D, H, W, 3) the scan index of every box voxel."""
+    `box` where it came from."""
 
     lesion: Lesion
     box: RegionBox
     roi: Roi
-    source_index: np.ndarray
 
 
 def _mask_in_box(lesion: Lesion, source: Geometry, box: RegionBox, source_index: np.ndarray, mode: MaskResampling) -> np.ndarray:
@@ -185,7 +184,7 @@ def cut_region(
     classes[mask & ~np.isin(classes, lesion.labels)] = dominant  # partial-volume voxels take the main class
     model = lambda a: np.ascontiguousarray(a.transpose(preprocess.axes))  # noqa: E731
     roi = Roi(torch.from_numpy(model(box_image))[None], torch.from_numpy(model(classes))[None], mapping, None, None, preprocess.axes)
-    return Region(lesion, box, roi, source_index)
+    return Region(lesion, box, roi)
 
 
 def _mapping(preprocess: PreprocessConfig, values: np.ndarray) -> IntensityMapping:
