@@ -10,27 +10,35 @@ spacing and direction:
 2. Outside air: air connected to the scan's in-plane border is discarded (the air round the body,
    the couch's foam core, the padding outside the reconstruction circle). "In-plane" is found from
    the direction, so the first and last axial slices are not borders and lungs they cut survive.
-3. The two lungs: the rest is eroded by `separation_mm` (a box of that half-width, per axis in
-   mm), which cuts the thin air paths between the lungs and the trachea (small bronchi whose walls
-   fade in partial volume) and a thin anterior junction. The two largest eroded parts of at least
-   half of `min_lung_ml` are the lungs. Smaller parts of pure air (median below -950 HU: the
-   trachea, main bronchi, esophageal and gastric air, bowel gas) are dropped; smaller parts of
-   parenchyma (lung cut off between hilar vessels) stay candidates. Lungs still joined (one part on both sides of the body's
-   mid-sagittal plane) are eroded again at 2x and 3x, and failing that cut at that plane. Each
-   lung is then dilated back by the same box inside the air mask, and thin leftovers touching it
-   (lung tips, small bronchi) are given back to it.
-4. Right / left: from the world x of each lung's centroid (LPS: +x is the patient's left), so
-   flipped or RAS-stored scans are labelled correctly. Output ids: 1 = right lung, 2 = left lung.
-5. Filling, per lung: holes in each axial slice up to `vessel_mm` across (vessels, bronchial
-   walls, small nodules), every hole enclosed in 3D (nodules and masses inside the lung), and a
-   closing of radius `closing_mm` (box), which pulls in vessels entering at the hilum and
-   juxtapleural nodules up to about twice that size.
+3. Pure air is not lung: voxels below -950 HU after a 1 mm Gaussian (the lumen of the trachea and
+   bronchi, gas in the esophagus, stomach or bowel, a pneumothorax), with a 1 mm rim, are taken
+   out; parenchyma stays well above that even in noisy scans.
+4. Vessels: holes in each axial slice up to `vessel_mm` across are filled (vessels, bronchi with
+   their walls, small nodules), so the lungs are solid before they are separated.
+5. The two lungs: the rest is eroded by `separation_mm` (a box of that half-width, per axis in
+   mm), which cuts a thin anterior junction and what is left of the airways' walls; the two
+   largest eroded parts of at least half of `min_lung_ml` are the lungs. Lungs still joined (one
+   part on both sides of the body's mid-sagittal plane) are eroded again at 2x and 3x, and
+   failing that cut at that plane. Each lung is dilated back by the same box inside the
+   candidate, and leftovers touching one lung only (thin tips) are given back to it.
+6. Right / left: the lung at larger world x is the left one (LPS: +x is the patient's left; a
+   single lung is placed by the body's midline), so flipped or RAS-stored scans are labelled
+   correctly. Output ids: 1 = right lung, 2 = left lung.
+7. Per lung, a closing of radius `closing_mm` (box; it adds no bone, > 200 HU) pulls in vessels
+   entering at the hilum and juxtapleural nodules up to about twice that size; then every hole
+   enclosed in 3D (nodules and masses inside the lung) is filled.
 
-Limits: this is not a substitute for a trained segmenter such as TotalSegmentator. It fails where
-lung is not aerated: consolidation, effusion or a mass against the pleura (left out, or only the
-part the closing reaches); dense fibrosis; it can take in emphysematous bullae and a large hiatal
-hernia's gas only if they are bigger than a lung; a lung cut by the in-plane border of the field of
-view is discarded as outside air; and it needs CT in HU. It does not split lobes.
+On the chest phantom (`lefusion phantom chest`) it scores Dice 0.99 against the true lung labels
+at the default 2.5 x 0.8 x 0.8 mm grid (0.98-0.99 on 4-6 mm test grids), leaves out the trachea and
+main bronchi, and takes in the vessels and nodules; about 5 s for a 112 x 438 x 438 scan.
+
+Limits: this is not a substitute for a trained segmenter such as TotalSegmentator (use its lobes
+through `read_organ_mask` when you have them). It fails where lung is not aerated: consolidation,
+effusion, atelectasis or a mass against the pleura are left out (or only the part the closing
+reaches), and so is dense fibrosis; bullae and severe emphysema below -950 HU at the lung's
+surface are cut away like airways (inside the lung they are filled back); a lung cut by the
+in-plane border of the field of view is discarded as outside air; a lung smaller than
+`min_lung_ml` is not found; it needs CT in HU, and it does not split lobes.
 """
 
 from __future__ import annotations
