@@ -14,7 +14,7 @@ from lefusion.cli import main
 from lefusion.data.layouts import find_cases
 from lefusion.errors import LeFusionError
 from lefusion.io import read_volume
-from lefusion.phantoms import render_chest_preview, write_chest_phantom, write_phantom
+from lefusion.phantoms import render_chest_preview, render_phantom_preview, write_chest_phantom, write_phantom
 from lefusion.phantoms.chest import DIRECTIONS, make_chest_case, world_mm
 from lefusion.phantoms.chest_labels import LUNG, LUNG_LEFT, LUNG_RIGHT, ORGAN_LABELS
 from lefusion.phantoms.lung import FAMILIES
@@ -196,6 +196,7 @@ def test_preview(chest, tmp_path: Path) -> None:
     from PIL import Image
 
     root, summary = chest
+    assert render_phantom_preview(root, tmp_path / "sheet.png").is_file()  # the generic entry point too
     pngs = render_chest_preview(root, tmp_path / "png")
     assert [p.name for p in pngs] == ["CHEST-N001.png", "CHEST-P001.png"]
     with Image.open(pngs[1]) as im:

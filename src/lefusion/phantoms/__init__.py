@@ -107,12 +107,22 @@ def _tile(image2d: np.ndarray, labels2d: np.ndarray, lo: float, hi: float, colou
 
 
 def render_phantom_preview(root: Path, out_png: Path, n: int = 6) -> Path:
-    """Write a PNG contact sheet of `n` cases of a lung or cardiac phantom folder: for each case the
+    """Write a PNG contact sheet of `n` cases of a lung or cardiac phantom folder (of a chest
+    phantom folder: the three planes of its first scan with nodules, see chest_preview): for each case the
     slice where the lesion (or candidate lesion) is largest, plain and with label contours, and a
     caption. Lung uses a lung window [-1100, 200] HU; cardiac a per-case 1-99.5 percentile window."""
     from PIL import Image, ImageDraw
 
     root, out_png = Path(root), Path(out_png)
+    if (root / "organs").is_dir() and (root / "images").is_dir():  # a chest phantom: one scan's three planes
+        from .chest_preview import render_chest_case
+
+        cases = json.loads((root / "phantom.json").read_text())["cases"] if (root / "phantom.json").is_file() else []
+        name = next((c["name"] for c in cases if c.get("nodules")), cases[0]["name"] if cases else None)
+        if name is None:
+            raise LeFusionError(f"{root}: no cases listed in phantom.json")
+        image, mask, organs = (root / sub / f"{name}.nii.gz" for sub in ("images", "masks", "organs"))
+        return render_chest_case(image, out_png, mask, organs)
     lung = (root / "Pathological" / "Image").is_dir()
     if not lung and not (root / "Pathological" / "images").is_dir():
         raise LeFusionError(f"{root}: neither a LIDC-style (Pathological/Image) nor EMIDEC-style (Pathological/images) folder")

@@ -39,8 +39,9 @@ Decisions, as a CT reader would check them:
   where it is in world (LPS) space. Origins are non-zero, like a scanner's table position.
 - Determinism: each case is seeded from (seed, split, index), so the same seed gives
   byte-identical arrays and adding cases leaves earlier ones unchanged.
-- Cost: vectorised numpy/scipy; one default chest takes about 25-40 s to draw and write on one
-  core and about 20 MB on disk (measured figures in the README).
+- Cost: vectorised numpy/scipy (loops only over slices, ribs and tree branches); one default
+  chest takes about 14 s of one core to draw and write (27 s of CPU for two, measured) and 21 MB
+  on disk, almost all of it the image; a 6 x 4 x 4 mm test chest (47 x 88 x 88) well under 1 s.
 """
 
 from __future__ import annotations
@@ -222,7 +223,6 @@ def make_chest_case(
         "noise_hu": round(noise_std, 2),
         "reconstruction_circle": circle,
         "size": round(subject.size, 3),
-        "carina_z_mm": round(info["carina_z"], 1),
         "lung_ml": info["lung_ml"],
         "tree_segments": counts,
         "nodules": nodules,
