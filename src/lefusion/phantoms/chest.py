@@ -32,6 +32,8 @@ Decisions, as a CT reader would check them:
   pleura and is cut flat there). The mask is the nodule's support inside the lung.
 - Grid: default spacing 2.5 x 0.8 x 0.8 mm (z, y, x; `Geometry.spacing` order) over a field of view
   of 280 x 350 x 350 mm, i.e. 112 x 438 x 438 voxels, like a routine chest CT with 2.5 mm slices.
+  A shorter field of view (`fov_mm`) shows the middle of a full-length chest, a narrower one cuts
+  the body at the sides, as a real field of view does; a coarse grid (6 x 4 x 4 mm) is for tests.
   Directions cycle through identity, a tilted grid (oblique: 4-12 degrees about the left-right
   axis, up to 5 about the cranio-caudal one; the anatomy lies along the grid, like a volume
   reformatted along a tilted patient), slices stored head first (z flipped) and RAS storage (x
@@ -195,7 +197,7 @@ def make_chest_case(
     counts = paint_trees(canvas, roots, rng)
     paint_ribs(canvas, subject, rng, d_cav, phi)
     paint_sternum_scapulae(canvas, subject, rng, d_cav, phi)
-    paint_spine(canvas, subject, rng)
+    paint_spine(canvas, subject)
     del d_cav, tex
     mask, nodules = _place_nodules(canvas, rng, n_nodules, roots)
     hu = ndimage.gaussian_filter(canvas.hu, (0.4, 0.5, 0.5), mode="nearest")
@@ -295,6 +297,8 @@ def _check_grid(spacing, fov_mm) -> tuple[tuple[float, float, float], tuple[floa
     spacing, fov_mm = tuple(float(s) for s in spacing), tuple(float(f) for f in fov_mm)
     if len(spacing) != 3 or min(spacing) <= 0 or max(spacing) > 10:
         raise LeFusionError(f"chest phantom: spacing must be three voxel sizes (z, y, x) in (0, 10] mm, got {spacing}")
-    if len(fov_mm) != 3 or min(fov_mm) < 40 or max(fov_mm) > 1000:
-        raise LeFusionError(f"chest phantom: field of view must be three extents (z, y, x) in [40, 1000] mm, got {fov_mm}")
+    if len(fov_mm) != 3 or not (40 <= fov_mm[0] <= 450 and 120 <= min(fov_mm[1:]) and max(fov_mm[1:]) <= 600):
+        raise LeFusionError(
+            f"chest phantom: field of view (z, y, x) must be 40-450 mm cranio-caudally and 120-600 mm in-plane, got {fov_mm}"
+        )
     return spacing, fov_mm  # type: ignore[return-value]

@@ -36,6 +36,7 @@ HU = {
     "cord": 35.0,
 }
 RIB_LAYER_MM = 9.0  # ribs, intercostal muscle and parietal pleura between the muscle layer and the lung
+NOMINAL_LENGTH_MM = 280.0  # cranio-caudal extent of a full chest scan (upper abdomen to thoracic inlet)
 
 
 @dataclass
@@ -109,15 +110,19 @@ def draw_subject(rng: np.random.Generator, fov: tuple[float, float, float]) -> S
     b_ant = size * rng.uniform(104, 122)
     body_b = (b_ant, b_ant * rng.uniform(0.88, 0.96))
     cx = fx / 2 + rng.uniform(-10, 10)
-    # The back lies on the table; leave room under it for the couch inside the field of view.
-    cy = min(fy / 2 + rng.uniform(-12, 6), fy - body_b[1] - 42)
+    # The back lies on the table; leave room under it for the couch if the field of view has it.
+    cy = fy / 2 + rng.uniform(-12, 6)
+    cy = min(cy, fy - body_b[1] - 42) if fy >= 2 * body_b[1] + 90 else cy
     harmonics = np.stack([rng.uniform(0, 0.03, 3), rng.uniform(0, 0.03, 3), rng.uniform(0, 2 * np.pi, 3)], axis=1)
-    z_apex = fz - rng.uniform(12, 30)
+    # Heights are laid out on a full-length chest scan; a shorter field of view shows its middle.
+    nominal = max(fz, NOMINAL_LENGTH_MM)
+    drop = (nominal - fz) / 2
+    z_apex = nominal - rng.uniform(12, 30)
     recess = size * rng.uniform(45, 62)
     dome_r = z_apex - size * rng.uniform(175, 200)
     dome_l = dome_r - rng.uniform(10, 24)
-    shift = max(0.0, 10 - (dome_l - recess))  # keep the costophrenic recesses inside the scan
-    dome_r, dome_l = dome_r + shift, dome_l + shift
+    shift = max(0.0, 10 - (dome_l - recess))  # keep the costophrenic recesses inside a full scan
+    z_apex, dome_r, dome_l = z_apex - drop, dome_r + shift - drop, dome_l + shift - drop
     fat = rng.uniform(7, 28)
     spine_y = cy + body_b[1] - size * rng.uniform(56, 66) - 0.4 * fat  # back skin to vertebral body centre
     spine = (cx + rng.uniform(-3, 3), spine_y, rng.uniform(4, 12), rng.uniform(0, 4), rng.uniform(0, 2 * np.pi))
@@ -127,7 +132,7 @@ def draw_subject(rng: np.random.Generator, fov: tuple[float, float, float]) -> S
     height0 = size * rng.uniform(18, 20)
     levels.append((top + height0 * 0.9, height0 * 0.9, ORGAN_LABELS[names[0]]))
     for k, name in enumerate(names[1:]):
-        if top < -30:
+        if top < -30 - drop:
             break
         h = height0 + 0.55 * size * k
         levels.append((top, h, ORGAN_LABELS[name]))

@@ -16,7 +16,7 @@ def _bone(sdf: np.ndarray) -> np.ndarray:
     return np.where(sdf > -1.2, HU["cortex"], HU["marrow"]).astype(np.float32)
 
 
-def paint_spine(canvas: Canvas, s: Subject, rng: np.random.Generator) -> None:
+def paint_spine(canvas: Canvas, s: Subject) -> None:
     """Vertebrae (body, arch, spinous and transverse processes), discs, canal with cord and CSF,
     one TotalSegmentator label per vertebra."""
     zz = np.arange(canvas.shape[0], dtype=np.float32) * np.float32(canvas.spacing[0])

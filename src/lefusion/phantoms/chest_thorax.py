@@ -160,9 +160,10 @@ def paint_thorax(canvas: Canvas, s: Subject, rng: np.random.Generator, tex: np.n
     hu[below] = HU["muscle"] + 6.0 * tex[below]
     abdomen = inside & (z < z_d)
     low = canvas.box((0, 0, 0), (max(s.z_dome) + 5.0, s.fov[1], s.fov[2]))
-    bowel = smooth_field(rng, tuple(b.stop - b.start for b in low), (4.0, 6.0, 6.0), canvas.spacing) > 0.35
-    sub = abdomen[low]
-    hu[low][sub] = np.where(bowel, 32.0 + 8.0 * tex[low], HU["fat"] + 12.0 * tex[low])[sub]
+    if low[0].stop > low[0].start:
+        bowel = smooth_field(rng, tuple(b.stop - b.start for b in low), (4.0, 6.0, 6.0), canvas.spacing) > 0.35
+        sub = abdomen[low]
+        hu[low][sub] = np.where(bowel, 32.0 + 8.0 * tex[low], HU["fat"] + 12.0 * tex[low])[sub]
     liver = abdomen & (x < s.cx + 22.0 + 0.45 * (s.cy - y))
     hu[liver] = (rng.uniform(52, 66) + 6.0 * tex)[liver]
     lab[liver] = ORGAN_LABELS["liver"]
@@ -173,6 +174,9 @@ def paint_thorax(canvas: Canvas, s: Subject, rng: np.random.Generator, tex: np.n
         box = canvas.box(np.subtract(centre, 70), np.add(centre, 70))
         start = np.array([b.start for b in box]) * np.asarray(canvas.spacing)
         rot = np.linalg.qr(np.eye(3) + 0.25 * rng.standard_normal((3, 3)))[0]
+        gas = rng.random() < 0.6  # a gastric gas bubble, in front (the patient lies supine)
+        if any(b.stop <= b.start for b in box):
+            continue
         sdf = ellipsoid_sdf(
             tuple(b.stop - b.start for b in box), canvas.spacing, np.asarray(centre) - start, s.size * np.asarray(axes), rot
         )
@@ -181,9 +185,9 @@ def paint_thorax(canvas: Canvas, s: Subject, rng: np.random.Generator, tex: np.n
         if organ == "spleen":
             sub_hu[region] = (HU["spleen"] + 5.0 * tex[box])[region]
         else:
-            zb, yb, _ = canvas.grid(box)
-            content = np.where(yb < centre[1] - 0.6 * axes[1] * s.size, -1000.0, 14.0) if rng.random() < 0.6 else np.float32(14.0)
-            sub_hu[region] = np.where(sdf > -4.0, 40.0, content + 0 * zb)[region]
+            _, yb, _ = canvas.grid(box)
+            content = np.where(yb < centre[1] - 0.6 * axes[1] * s.size, HU["air"], 14.0) if gas else np.float32(14.0)
+            sub_hu[region] = np.broadcast_to(np.where(sdf > -4.0, 40.0, content), region.shape)[region]
         lab[box][region] = ORGAN_LABELS[organ]
 
     # Mediastinum: structures painted, and their smooth union (with fat rims) as the lungs' limit,
