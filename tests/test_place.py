@@ -172,8 +172,45 @@ def test_bad_organ_masks_are_named(scans, tmp_path, capsys):
     args = ["place", "--scans", str(scans), "--out", str(tmp_path / "p"), "--shapes", "handcrafted", "--organ-masks", str(organs)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "a.nii.gz: the organ mask is empty" in err and "b.nii.gz: organ mask is on another grid" in err
+    assert "a.nii.gz: empty label map" in err and "b.nii.gz: label map grid" in err and "does not match the scan" in err
     args += ["--organ-labels", "7"]
     write_volume(Volume(_organ(), OBLIQUE), organs / "a.nii.gz")
     assert main([*args[:2], str(scans), *args[3:4], str(tmp_path / "q"), *args[5:]]) == 2
-    assert "none of the organ labels [7]" in capsys.readouterr().err
+    assert "organ label(s) 7 absent" in capsys.readouterr().err
+
+
+def test_place_with_the_built_in_lung_mask_on_phantom_chests(tmp_path):
+    """Without organ masks, CT scans get the built-in lung mask: every lesion lands in a true lung."""
+    root = tmp_path / "chest"
+    assert (
+        main(
+            [
+                "phantom",
+                "chest",
+                "--out",
+                str(root),
+                "--n-normal",
+                "2",
+                "--n-pathological",
+                "0",
+                "--spacing",
+                "5",
+                "2",
+                "2",
+                "--fov",
+                "200",
+                "240",
+                "260",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "placed"
+    assert main(["place", "--scans", str(root), "--out", str(out), "--lesions", "2", "--diameter", "6:9", "--shapes", "handcrafted"]) == 0
+    meta = json.loads((out / "lesions.json").read_text())
+    assert len(meta["scans"]) == 2
+    for name, entry in meta["scans"].items():
+        assert entry["organ"].startswith("built-in lung mask")
+        lungs = read_volume(root / "organs" / f"{name}.nii.gz").array
+        new = read_volume(out / entry["mask"]).array > 0
+        assert new.sum() > 0 and np.isin(lungs[new], (10, 11, 12, 13, 14)).mean() > 0.98, "lesions lie in the true lungs"

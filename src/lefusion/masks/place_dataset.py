@@ -27,6 +27,7 @@ from scipy import ndimage
 from ..data.scans import Scan, find_scans, organ_mask_path
 from ..errors import LeFusionError
 from ..io import Volume, atomic_target, atomic_write_text, read_volume, write_volume
+from .organs import TOTALSEGMENTATOR_LUNG_LOBES, lung_mask, read_organ_mask
 from .placing import Placer, place_lesions
 from .shapes import ShapeSource
 
@@ -63,26 +64,12 @@ class PlaceConfig:
 
 def organ_mask(scan: Scan, image: Volume, organ_dir: Path | None, labels: tuple[int, ...] | None) -> tuple[np.ndarray, str]:
     """The organ (bool, the scan's grid) and a sentence on where it came from: the user's label map
-    (`labels`, default every non-zero label) or, without one, the built-in lung mask for CT."""
+    (`labels`, default TotalSegmentator's five lung lobes) or, without one, the built-in lung mask."""
     if organ_dir is None:
-        from .organs import lung_mask  # the built-in CT lung mask
-
-        return lung_mask(image), "built-in lung mask (CT threshold)"
+        return lung_mask(image, name=str(scan.image)), "built-in lung mask (CT threshold and morphology, masks.organs)"
     path = organ_mask_path(organ_dir, scan)
-    volume = read_volume(path)
-    if volume.shape != image.shape or not volume.geometry.matches(image.geometry):
-        raise LeFusionError(f"{path}: organ mask is on another grid than {scan.image} (shape {volume.shape} vs {image.shape}, or geometry)")
-    present = set(int(v) for v in np.unique(volume.array)) - {0}
-    if labels:
-        missing = sorted(set(labels) - present)
-        if missing == sorted(set(labels)):
-            raise LeFusionError(f"{path}: none of the organ labels {list(labels)} is in it (it holds {sorted(present)})")
-        mask = np.isin(volume.array, labels)
-    else:
-        mask = volume.array > 0
-    if not mask.any():
-        raise LeFusionError(f"{path}: the organ mask is empty")
-    return mask, f"{path} labels {list(labels) if labels else 'all non-zero'}"
+    wanted = labels or TOTALSEGMENTATOR_LUNG_LOBES
+    return read_organ_mask(path, wanted, like=image), f"{path} labels {list(wanted)}"
 
 
 def _copy_scan(scan: Scan, image: Volume, target_dir: Path) -> Path:
