@@ -42,7 +42,7 @@ Decisions, as a CT reader would check them:
 - Determinism: each case is seeded from (seed, split, index), so the same seed gives
   byte-identical arrays and adding cases leaves earlier ones unchanged.
 - Cost: vectorised numpy/scipy (loops only over slices, ribs and tree branches); one default
-  chest takes about 14 s of one core to draw and write (27 s of CPU for two, measured) and 21 MB
+  chest takes about 15 s of one core to draw and write (27-30 s of CPU for two, measured) and 21 MB
   on disk, almost all of it the image; a 6 x 4 x 4 mm test chest (47 x 88 x 88) well under 1 s.
 """
 
