@@ -85,6 +85,12 @@ def test_read_organ_mask(tmp_path: Path) -> None:
     assert TOTALSEGMENTATOR_LUNG_LOBES == LUNG and np.array_equal(lungs, np.isin(organs, LUNG))
     assert np.array_equal(read_organ_mask(labels, (ORGAN_LABELS["liver"],), like=read_volume(ct)), organs == ORGAN_LABELS["liver"])
     assert read_organ_mask(labels, (10, 11, 200)).any()  # some absent is fine unless require_all
+    # labels=None (place/augment without --organ-labels): the lobes when present, else any non-zero label
+    assert np.array_equal(read_organ_mask(labels, None), lungs)
+    binary = write_volume(np.isin(organs, LUNG).astype(np.uint8), tmp_path / "binary.nii.gz", geometry)
+    assert np.array_equal(read_organ_mask(binary, None, like=ct), lungs)
+    with pytest.raises(LeFusionError, match=r"binary.nii.gz: organ label\(s\) 10"):
+        read_organ_mask(binary)  # the explicit default still asks for the lobes
     with pytest.raises(LeFusionError, match=r"labels.nii.gz: organ label\(s\) 200 absent; labels in the file: 1, 5"):
         read_organ_mask(labels, (200,))
     with pytest.raises(LeFusionError, match="labels.nii.gz: organ label.s. 200 absent"):

@@ -43,7 +43,12 @@ def add_place_args(p: argparse.ArgumentParser) -> None:
         "--organ-masks",
         help="folder of organ label maps named like the scans (e.g. TotalSegmentator's); default: the built-in lung mask for CT",
     )
-    p.add_argument("--organ-labels", type=int, nargs="+", help="organ label ids to place in (default: every non-zero label)")
+    p.add_argument(
+        "--organ-labels",
+        type=int,
+        nargs="+",
+        help="organ label ids to place in (default: TotalSegmentator lung lobes 10-14 when present, else every non-zero label)",
+    )
     p.add_argument("--margin", type=float, help="mm every lesion keeps from the organ's edge (default: no lesion voxel touches it)")
     p.add_argument("--gap", type=float, default=3.0, help="mm between lesions, new and existing (default 3)")
     p.add_argument("--juxtapleural", action="store_true", help="lesions may touch the organ's edge (e.g. the pleura)")

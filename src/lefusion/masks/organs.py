@@ -252,19 +252,19 @@ def lung_mask(ct: Volume | str | Path, **options) -> np.ndarray:
 
 def read_organ_mask(
     path: str | Path,
-    labels: Sequence[int] = TOTALSEGMENTATOR_LUNG_LOBES,
+    labels: Sequence[int] | None = TOTALSEGMENTATOR_LUNG_LOBES,
     *,
     like: Volume | str | Path | None = None,
     require_all: bool = False,
 ) -> np.ndarray:
     """An organ as a bool (D, H, W) mask from a label map on disk: voxels whose label is one of
-    `labels` (default: TotalSegmentator's five lung lobes). With `like` (the scan, a Volume or a
+    `labels` (default: TotalSegmentator's five lung lobes). `labels=None` means the lobes when the
+    file has any of them, otherwise every non-zero label (a binary lung mask). With `like` (the scan, a Volume or a
     path) the label map must be on the scan's grid. Raises LeFusionError naming the file for: a
     missing or unreadable file, non-integer labels, an empty label map, none of `labels` present
     (or any absent with require_all), and a grid that differs from the scan's."""
     path = Path(path)
-    wanted = sorted({int(v) for v in labels})
-    if not wanted:
+    if labels is not None and not labels:
         raise LeFusionError(f"{path}: no organ label ids given")
     volume = read_volume(path)
     array = volume.array
@@ -285,6 +285,10 @@ def read_organ_mask(
     present = np.unique(array)
     if not (present != 0).any():
         raise LeFusionError(f"{path}: empty label map (every voxel is 0)")
+    if labels is None:
+        lobes = [v for v in TOTALSEGMENTATOR_LUNG_LOBES if v in present]
+        labels = lobes or [int(v) for v in present if v != 0]
+    wanted = sorted({int(v) for v in labels})
     missing = [v for v in wanted if v not in present]
     if len(missing) == len(wanted) or (require_all and missing):
         shown = ", ".join(str(int(v)) for v in present[present != 0][:30])

@@ -27,7 +27,7 @@ from scipy import ndimage
 from ..data.scans import Scan, find_scans, organ_mask_path
 from ..errors import LeFusionError
 from ..io import Volume, atomic_target, atomic_write_text, read_volume, write_volume
-from .organs import TOTALSEGMENTATOR_LUNG_LOBES, lung_mask, read_organ_mask
+from .organs import lung_mask, read_organ_mask
 from .placing import Placer, place_lesions
 from .shapes import ShapeSource
 
@@ -64,12 +64,14 @@ class PlaceConfig:
 
 def organ_mask(scan: Scan, image: Volume, organ_dir: Path | None, labels: tuple[int, ...] | None) -> tuple[np.ndarray, str]:
     """The organ (bool, the scan's grid) and a sentence on where it came from: the user's label map
-    (`labels`, default TotalSegmentator's five lung lobes) or, without one, the built-in lung mask."""
+    (`labels`; by default TotalSegmentator's five lung lobes when the file has them, otherwise every
+    non-zero label) or, without one, the built-in lung mask."""
     if organ_dir is None:
         return lung_mask(image, name=str(scan.image)), "built-in lung mask (CT threshold and morphology, masks.organs)"
     path = organ_mask_path(organ_dir, scan)
-    wanted = labels or TOTALSEGMENTATOR_LUNG_LOBES
-    return read_organ_mask(path, wanted, like=image), f"{path} labels {list(wanted)}"
+    mask = read_organ_mask(path, labels, like=image)
+    shown = list(labels) if labels else "lung lobes 10-14 if present, else every non-zero label"
+    return mask, f"{path} labels {shown}"
 
 
 def _copy_scan(scan: Scan, image: Volume, target_dir: Path) -> Path:
