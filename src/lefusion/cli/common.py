@@ -60,6 +60,22 @@ def sampler_from_args(args: argparse.Namespace) -> SamplerConfig | None:
         raise LeFusionError(f"{exc} (flags given: {flags or 'none'})") from exc
 
 
+def add_resampling_args(p: argparse.ArgumentParser) -> None:
+    """--interpolation, --mask-resampling: how a whole scan's lesion boxes are resampled to the model's spacing."""
+    p.add_argument(
+        "--interpolation",
+        choices=["linear", "bspline"],
+        default="linear",
+        help="whole scans: image resampling to the model's spacing (default linear; bspline is smoother, may overshoot)",
+    )
+    p.add_argument(
+        "--mask-resampling",
+        choices=["volume", "nearest"],
+        default="volume",
+        help="whole scans: lesion mask resampling; volume (default) keeps the lesion's volume, nearest is nearest neighbour",
+    )
+
+
 def zyx(text: str) -> tuple[float, float, float]:
     """'Z,Y,X' -> (z, y, x) floats (argparse type)."""
     parts = text.replace(" ", "").split(",")
