@@ -152,7 +152,9 @@ def lesion_row(model, data: Path, folder: Path, text: str, args) -> dict | None:
     if sum(e["source_image"] in sources for e in entries) < len(sources) * len(presets):
         if not claim(folder):
             return None
-        config = GenerateConfig(presets=presets, seed=seed, sampler=sampler, batch_size=args.batch_size, max_cases=args.cases, previews=False, device="cpu")  # fmt: skip
+        config = GenerateConfig(
+            presets=presets, seed=seed, sampler=sampler, batch_size=args.batch_size, max_cases=args.cases, previews=False, device="cpu"
+        )
         counter = CountCalls(model.denoiser)
         before = len(entries)
         method = build_method(None, MethodRequest(data, config, model))  # the model's own kind: lefusion or cond-diffusion
@@ -170,8 +172,15 @@ def lesion_row(model, data: Path, folder: Path, text: str, args) -> dict | None:
             raise RuntimeError(
                 f"{folder}: the network ran {c['calls']} times for {c['batches']} batch(es), the manifest says {evaluations[0]} each"
             )
-    row = {"row": text, "sampler": sampler.to_dict(), "seed": seed, "evaluations": evaluations[0], "calls_checked": calls,
-           "seconds": float(np.mean([e["seconds"] for e in entries])), "lesions": len(entries)}  # fmt: skip
+    row = {
+        "row": text,
+        "sampler": sampler.to_dict(),
+        "seed": seed,
+        "evaluations": evaluations[0],
+        "calls_checked": calls,
+        "seconds": float(np.mean([e["seconds"] for e in entries])),
+        "lesions": len(entries),
+    }
     if args.timing_only:
         return row
     found = sm.generated_set(model, out, args.patch_size, sources)
@@ -179,8 +188,17 @@ def lesion_row(model, data: Path, folder: Path, text: str, args) -> dict | None:
     edge, edge_sem = sm.mean_sem(found.edge)
     inside, _ = sm.mean_sem(found.inside)
     swd, mmd = sm.realism(found.patches, args.real_patches, args.bandwidth)
-    return {**row, "w1_own": w1, "w1_own_sem": w1_sem, "nearest_own": float(np.mean(found.nearest_own)),
-            "swd": swd, "mmd": mmd, "edge": edge, "edge_sem": edge_sem, "inside": inside}  # fmt: skip
+    return {
+        **row,
+        "w1_own": w1,
+        "w1_own_sem": w1_sem,
+        "nearest_own": float(np.mean(found.nearest_own)),
+        "swd": swd,
+        "mmd": mmd,
+        "edge": edge,
+        "edge_sem": edge_sem,
+        "inside": inside,
+    }
 
 
 def lesion_rows(model, args) -> tuple[list[dict], dict]:
@@ -238,8 +256,16 @@ def mask_rows(model, args) -> tuple[list[dict], dict]:
             raise RuntimeError(f"{text}: the network ran {counter.calls} times, expected {evaluations} x {batches}")
         sized = [postprocess(x, threshold="size", sphere=r) for x, r in zip(x0, regions)]
         own = [postprocess(x, threshold=0.0, sphere=r) for x, r in zip(x0, regions)]
-        row = {"row": text, "sampler": sampler.to_dict(), "seed": seed, "evaluations": evaluations, "counted_calls": counter.calls,
-               "seconds": seconds, "masks": len(x0), **sm.mask_figures(sized, own, diameters, real_test)}  # fmt: skip
+        row = {
+            "row": text,
+            "sampler": sampler.to_dict(),
+            "seed": seed,
+            "evaluations": evaluations,
+            "counted_calls": counter.calls,
+            "seconds": seconds,
+            "masks": len(x0),
+            **sm.mask_figures(sized, own, diameters, real_test),
+        }
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(row, indent=2))
         print(json.dumps(row), flush=True)
@@ -261,17 +287,25 @@ def table(model, results: list[dict], reference: dict, args) -> str:
     unit = "HU" if hu != 1.0 else "ROI units"
     if model.kind == "diffmask":
         head = "| sampler | evaluations | s / mask | shape distance | size ±20 % (threshold 0) | median size error | empty |\n|---|---|---|---|---|---|---|"
-        lines = [f"| {r['row']} | {r['evaluations']} | {fmt(r['seconds'], 2)} | {fmt(r['shape_distance'])} | {fmt(r['size_within_20'])} "
-                 f"| {fmt(r['median_rel_size_error'])} | {int(r['empty'])} |" for r in results]  # fmt: skip
+        lines = [
+            f"| {r['row']} | {r['evaluations']} | {fmt(r['seconds'], 2)} | {fmt(r['shape_distance'])} | {fmt(r['size_within_20'])} "
+            f"| {fmt(r['median_rel_size_error'])} | {int(r['empty'])} |"
+            for r in results
+        ]
         return "\n".join([head, *lines])
     if args.timing_only:
         head = "| sampler | evaluations (manifest) | forward calls counted / batches | s / lesion |\n|---|---|---|---|"
         cells = [f"| {r['row']} | {r['evaluations']} | {counted(r)} | {fmt(r['seconds'], 2)} |" for r in results]
         return "\n".join([head, *cells])
-    head = (f"| sampler | evaluations | s / lesion | W1 to own preset | nearest own | SWD | MMD | edge step ({unit}; real {reference['edge'] * hu:.0f}) "
-            f"| inside step ({unit}; real {reference['inside'] * hu:.0f}) |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
-    lines = [f"| {r['row']} | {r['evaluations']} | {fmt(r['seconds'], 2)} | {fmt(r['w1_own'])} ± {fmt(r['w1_own_sem'])} | {r['nearest_own'] * 100:.0f} % "
-             f"| {fmt(r['swd'])} | {fmt(r['mmd'])} | {r['edge'] * hu:.0f} ± {r['edge_sem'] * hu:.0f} | {r['inside'] * hu:.0f} |" for r in results]  # fmt: skip
+    head = (
+        f"| sampler | evaluations | s / lesion | W1 to own preset | nearest own | SWD | MMD | edge step ({unit}; real {reference['edge'] * hu:.0f}) "
+        f"| inside step ({unit}; real {reference['inside'] * hu:.0f}) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [
+        f"| {r['row']} | {r['evaluations']} | {fmt(r['seconds'], 2)} | {fmt(r['w1_own'])} ± {fmt(r['w1_own_sem'])} | {r['nearest_own'] * 100:.0f} % "
+        f"| {fmt(r['swd'])} | {fmt(r['mmd'])} | {r['edge'] * hu:.0f} ± {r['edge_sem'] * hu:.0f} | {r['inside'] * hu:.0f} |"
+        for r in results
+    ]
     return "\n".join([head, *lines])
 
 

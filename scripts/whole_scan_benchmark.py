@@ -23,7 +23,7 @@ Profiles
 cpu (2 CPU cores, < 45 minutes): chests at 2.0 x 1.4 x 1.4 mm over 240 x 320 x 320 mm (120 x 228 x
     228 voxels, the bundled model's 1.4 mm in-plane), 12 pathological (6 held out) + 8 lesion-free;
     2-3 new lesions of 6-14 mm per lesion-free scan, ancestral sampling (100 network evaluations
-    per lesion); U-Net width 16, 32 x 64 x 64 patches, 500 iterations, seeds 0 1 2.
+    per lesion); U-Net width 16, 32 x 64 x 64 patches, 1,000 iterations (batch Dice), seeds 0 1 2.
 gpu (one CUDA GPU; NOT RUN: no GPU was available where this was written): chests at the default
     2.5 x 0.8 x 0.8 mm grid, 32 pathological (16 held out) + 32 lesion-free, 2-4 lesions each with
     the bundled model (a published LIDC checkpoint converted with `lefusion convert` can replace
@@ -66,7 +66,7 @@ PROFILES = {
         8,
         "2:3",
         "6:14",
-        ("--seeds", "0", "1", "2", "--iterations", "500", "--patch-size", "32", "64", "64"),
+        ("--seeds", "0", "1", "2", "--iterations", "1000", "--patch-size", "32", "64", "64"),
     ),
     "gpu": Profile(
         "gpu",

@@ -27,6 +27,9 @@ class TrainSettings:
     lr: float = 1e-3
     weight_decay: float = 3e-5
     amp: bool = True  # mixed precision on CUDA (bfloat16 when supported); ignored on CPU
+    # Dice over the whole batch instead of per sample (nnU-Net's batch dice): patches of whole scans
+    # mostly hold no lesion, and a per-sample Dice of an empty patch rewards predicting nothing.
+    batch_dice: bool = False
 
 
 def random_flips(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +113,7 @@ def train_network(
     net = net.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: (1 - i / settings.iterations) ** 0.9)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=settings.batch_dice)
     dtype, scaler = _precision(device, settings.amp)
     bar = tqdm(range(settings.iterations), desc=description, unit="it", disable=not progress, leave=False)
     for step in bar:

@@ -59,7 +59,7 @@ class WholeScanConfig:
 
     settings: tuple[str, ...] = SETTINGS
     seeds: tuple[int, ...] = (0, 1, 2)
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(iterations=1000, batch_size=2))
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(iterations=1000, batch_size=2, batch_dice=True))
     patch_shape: tuple[int, int, int] = (32, 64, 64)
     foreground_fraction: float = 1 / 3
     width: int | None = None
