@@ -13,7 +13,7 @@ importable (`--public-deps DIR` adds a folder of them to sys.path). Nothing of i
 Method: one process; the public network is built with a fixed seed, its state dict goes through
 our published-checkpoint import (`checkpoints.legacy.split_state`), so both compute with the same
 weights; the relative error ||ours - public|| / ||public|| (fp32) is printed first. Every variant
-gets one warm-up pass, then the variants run interleaved (A B A B ...) `--repeats` times and the
+gets one warm-up pass (its peak memory is the one reported), then the variants run interleaved (A B A B ...) `--repeats` times and the
 median and the spread (min-max) are reported: on a shared machine a slow moment then hits all
 variants alike. Peak memory: on CUDA `max_memory_allocated` above what was allocated before the
 pass; on CPU the largest resident-set growth during the pass, sampled every millisecond.
@@ -178,15 +178,11 @@ def compare(args, size: str, device: str) -> list[tuple]:
                 variants.append(Variant(f"ours compiled {dtype}", make_run(compiled, x, t, c, mode, device, dtype), []))
         if public is not None:
             variants.append(Variant("public fp32", make_run(public, x, t, c, mode, device, "fp32"), []))
-        for v in variants:  # warm-up, and peak memory of a warm pass
-            v.run()
-            ours.zero_grad(set_to_none=True)
-            if public is not None:
-                public.zero_grad(set_to_none=True)
+        for v in variants:  # the warm-up pass, whose peak memory is reported
             with PeakMemory(device) as mem:
                 v.run()
             v.peak_mb = mem.peak
-        for _ in range(args.repeats):
+        for _ in range(args.repeats if mode == "fwd" or args.bwd_repeats is None else args.bwd_repeats):
             for v in variants:
                 ours.zero_grad(set_to_none=True)
                 if public is not None:
@@ -292,6 +288,7 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bwd-repeats", type=int, default=None, help="repeats of fwd+bwd (default: --repeats)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
     parser.add_argument("--profile", metavar="SIZE", choices=list(SIZES), help="print where ours spends a forward pass, then stop")
@@ -308,7 +305,8 @@ def main() -> None:
             max_batch(args.max_batch, "cuda", dtype)
         return
     rows = [row for device in devices for size in args.sizes for row in compare(args, size, device)]
-    print(f"\nDenoiser speed (torch {torch.__version__}, {torch.get_num_threads()} CPU threads, median of {args.repeats}, interleaved)\n")
+    repeats = f"{args.repeats}" + (f" (fwd+bwd: {args.bwd_repeats})" if args.bwd_repeats else "")
+    print(f"\nDenoiser speed (torch {torch.__version__}, {torch.get_num_threads()} CPU threads, median of {repeats}, interleaved)\n")
     print("| size | device | pass | batch | network | ms (median) | ms (min-max) | peak MB | vs public fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:

@@ -15,10 +15,10 @@ Two reorderings of the public network's arithmetic (the same function; rounding 
 tokens outnumber channels they are folded into per-depth query/key weights (R_z W x instead of
 R_z (W x)); and linear attention scales its (d x d) context instead of the queries.
 
-In CPU inference the residual is computed block by block of tokens (`BLOCK_TOKENS`): each block's
-queries, keys and values stay in cache and no full-size intermediate is allocated, which on a
-CPU costs as much as the arithmetic (fresh pages are zero-filled by the kernel on first touch).
-Under autograd or `torch.compile` one block is the whole tensor.
+In CPU inference the residual is computed block by block of tokens (`BLOCK_TOKENS`), so that the
+largest intermediate (the 12x wider qkv projection at level 0) is a quarter of its full size; the
+residual is added into one preallocated output. Under autograd or `torch.compile` one block is
+the whole tensor.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from torch import nn
 
 from .position import RotaryTable, from_tokens, rotate_half, to_tokens
 
-# Tokens per block in CPU inference: 2,048 tokens of a 768-wide qkv projection are 6 MB.
-BLOCK_TOKENS = 2048
+# Tokens per block in CPU inference: 32,768 tokens of a 768-wide qkv projection are 100 MB, a quarter
+# of the LIDC level-0 tensor. Smaller blocks (2,048 to 8,192, cache-sized) were not faster on a shared
+# 2-core machine: many small parallel ops each wait at a thread barrier (docs/benchmarks.md).
+BLOCK_TOKENS = 32768
 
 
 def blockwise(x: torch.Tensor) -> bool:
@@ -161,15 +163,22 @@ class SpatialLinearAttention(nn.Module):
         self.to_out = nn.Conv2d(heads * dim_head, dim, 1)
 
     def attend(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (S, P, C) normalised tokens of S slices of P = H*W positions -> (S, P, C)."""
+        """z: (S, P, C) normalised tokens of S slices of P = H*W positions -> (S, P, C).
+
+        Features-first per slice, (S, heads, dh, P), so that both softmaxes, the context and the
+        output are batched matrix products over contiguous (slice, head) batches with no copies;
+        q, k and v come from three products so that each is contiguous.
+        """
         s, p, _ = z.shape
-        qkv = F.linear(z, self.to_qkv.weight.flatten(1))
-        q, k, v = qkv.unflatten(-1, (3, self.heads, self.dim_head)).unbind(-3)  # (S, P, heads, dh)
-        q = q.softmax(dim=-1)
-        k = k.softmax(dim=1)
-        context = torch.matmul(k.permute(0, 2, 3, 1), v.transpose(1, 2)) * self.scale  # (S, heads, dh_k, dh_v)
-        out = torch.matmul(q.transpose(1, 2), context)  # (S, heads, P, dh_v)
-        return F.linear(out.transpose(1, 2).reshape(s, p, -1), self.to_out.weight.flatten(1), self.to_out.bias)
+        zt = z.transpose(1, 2)  # (S, C, P), a view
+        weight = self.to_qkv.weight.flatten(1)
+        hd = self.heads * self.dim_head
+        q, k, v = (torch.bmm(weight[i * hd : (i + 1) * hd].expand(s, -1, -1), zt).view(s, self.heads, self.dim_head, p) for i in range(3))
+        q = q.softmax(dim=-2)
+        k = k.softmax(dim=-1)
+        context = torch.matmul(k, v.transpose(-1, -2)).mul_(self.scale)  # (S, heads, dh_k, dh_v)
+        out = torch.matmul(context.transpose(-1, -2), q).view(s, hd, p)  # (S, heads * dh_v, P)
+        return torch.baddbmm(self.to_out.bias, out.transpose(1, 2), self.to_out.weight.flatten(1).t().expand(s, -1, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape

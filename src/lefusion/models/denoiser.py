@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import DenoiserConfig
 from .attention import DepthAttention, SpatialAttention, SpatialLinearAttention
-from .layers import PreNormResidual, ResnetBlock, TimeEmbedding, downsample, pointwise, upsample
+from .layers import PreNormResidual, ResnetBlock, TimeEmbedding, downsample, inplane, pointwise, upsample
 from .position import RelativePositionBias, RotaryTable, channels_last
 
 
@@ -122,18 +122,18 @@ class Denoiser(nn.Module):
             t = t.expand(x.shape[0])
         emb = self.embed(t, cond, x.shape[0])
 
-        x = self.init_conv(channels_last(x))
+        x = inplane(channels_last(x), self.init_conv)
         first = x
         x = self.init_depth_attention(x, position_bias=bias, rotary=rotary)
         skips = []
         for level in self.encoder:
             x = level.features(x, emb, bias, rotary)
             skips.append(x)
-            x = level.resample(x)
+            x = x if isinstance(level.resample, nn.Identity) else inplane(x, level.resample)
         x = self.middle(x, emb, bias, rotary)
         for level in self.decoder:
             x = level.features(torch.cat((x, skips.pop()), dim=1), emb, bias, rotary)
-            x = level.resample(x)
+            x = x if isinstance(level.resample, nn.Identity) else inplane(x, level.resample)
         x = self.final_resnet(torch.cat((x, first), dim=1))
         return pointwise(x, self.final_conv).contiguous()
 

@@ -9,7 +9,7 @@ the whole expression is silu(x * a + b) with a, b computed from the group statis
 Why not `F.group_norm` on CPU: its channels-last kernel accumulates sum and sum of squares in
 float32 one value after another and takes var = E[x^2] - E[x]^2, which loses about 1e-6 relative
 on centred data and 3e-5 on data whose mean is a few standard deviations (measured, torch 2.13).
-Here the statistics are two-pass (centred sums, per block, combined in float64), as accurate as
+Here the statistics are two-pass (centred sums, combined in float64), as accurate as
 the contiguous-layout kernel the public network runs on. On other devices (and under
 `torch.compile`, whose kernels compute Welford statistics) `F.group_norm` is used.
 """
@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Values per block in CPU inference: 256 K floats (1 MB) stay in a core's L2 cache between passes.
-BLOCK_VALUES = 1 << 18
+# Values per block in CPU inference: 8 M floats (32 MB), one LIDC level-0 activation. Cache-sized blocks
+# (1 MB) were slower on a shared 2-core machine (docs/benchmarks.md).
+BLOCK_VALUES = 1 << 23
 
 
 def _affine(mean: torch.Tensor, var: torch.Tensor, norm: nn.GroupNorm, scale_shift, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,8 +41,8 @@ def _affine(mean: torch.Tensor, var: torch.Tensor, norm: nn.GroupNorm, scale_shi
 def _blockwise_stats(tokens: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (B, N, C) -> group mean and biased variance (B, G), float64.
 
-    Per block of rows: channel sums and centred sums of squares (two passes over cached data);
-    blocks are merged with Chan et al.'s pairwise formula.
+    Per block of rows: channel sums and centred sums of squares (two passes); blocks are merged
+    with Chan et al.'s pairwise formula.
     """
     b, n, c = tokens.shape
     step = max(1, BLOCK_VALUES // c)
