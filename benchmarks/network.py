@@ -162,7 +162,10 @@ def compare(args, size: str, device: str) -> list[tuple]:
         for dtype in args.dtypes if device.startswith("cuda") else []:
             if dtype != "fp32":
                 with torch.autocast(device.split(":")[0], dtype=getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[dtype])):
-                    print(f"[{size} {device}] rel. error ours {dtype} autocast vs ours fp32: {rel_err(ours(x, t, c).float(), ref):.2e}", file=sys.stderr)
+                    print(
+                        f"[{size} {device}] rel. error ours {dtype} autocast vs ours fp32: {rel_err(ours(x, t, c).float(), ref):.2e}",
+                        file=sys.stderr,
+                    )
     compiled = None
     if args.compile:
         from lefusion.models import compile_denoiser
@@ -196,7 +199,7 @@ def compare(args, size: str, device: str) -> list[tuple]:
             speedup = f"{statistics.median(base.times) / med:.2f}x" if base else ""
             spread = f"{1000 * min(v.times):.0f}-{1000 * max(v.times):.0f}"
             rows.append((size, device, mode, args.batch, v.name, f"{1000 * med:.0f}", spread, f"{v.peak_mb:.0f}", speedup))
-            print(f"  done: {size} {device} {mode} {v.name}", file=sys.stderr)
+            print("  row: | " + " | ".join(str(u) for u in rows[-1]) + " |", file=sys.stderr, flush=True)
     return rows
 
 

@@ -63,7 +63,7 @@ def test_blocks_and_whole_tensor_agree_with_float64(monkeypatch):
 
 def test_folded_and_applied_rotary_agree(monkeypatch):
     """Rotary folded into per-depth weights (R_z W) x and applied to activations R_z (W x)."""
-    net, (x, t, cond) = _net(), _inputs()
+    net = _net()
     layer = net.encoder[0].depth_attention.fn
     z = torch.randn(2, SHAPE[0], 20, layer.to_qkv.in_features)
     rotary = net.rotary(SHAPE[0], torch.device("cpu"))

@@ -107,7 +107,7 @@ class DepthAttention(nn.Module):
         b, c, d, h, w = x.shape
         tokens = to_tokens(x)
         fold = c <= h * w  # weights of D * C rows cost less than rotating D * H * W tokens
-        if not blockwise(x):
+        if not blockwise(x) or b * d * h * w <= BLOCK_TOKENS:  # small batches in one go: fewer ops
             return from_tokens(self.attend(norm.last(tokens), position_bias, rotary, fold).add_(tokens), h, w)
         out = torch.empty(tokens.shape, dtype=x.dtype)
         step = max(1, BLOCK_TOKENS // d)

@@ -67,9 +67,7 @@ def _blockwise_stats(tokens: torch.Tensor, groups: int) -> tuple[torch.Tensor, t
     return group_mean, group_var
 
 
-def group_norm_silu(
-    x: torch.Tensor, norm: nn.GroupNorm, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> torch.Tensor:
+def group_norm_silu(x: torch.Tensor, norm: nn.GroupNorm, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """silu(GroupNorm(x) * (1 + scale) + shift): x (B, C, D, H, W); scale, shift (B, C) -> (B, C, D, H, W).
 
     In CPU inference x (a fresh convolution output) is overwritten and returned.
@@ -85,12 +83,14 @@ def group_norm_silu(
         scale, shift = (u[:, :, None, None, None] for u in scale_shift)
         return F.silu(torch.addcmul(shift, F.group_norm(x, g, norm.weight, norm.bias, norm.eps), scale + 1))
     tokens = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # a view for channels-last x
-    if torch.is_grad_enabled():  # differentiable two-pass form; autograd derives the backward
+    if torch.is_grad_enabled() or x.numel() <= BLOCK_VALUES:  # whole batch at once, two-pass
         group_mean = tokens.mean(1).view(b, g, -1).mean(-1)  # (B, G)
         centred = tokens - group_mean.repeat_interleave(c // g, dim=1)[:, None, :]
         var = centred.square().mean(1).view(b, g, -1).mean(-1)
         a, shift = _affine(torch.zeros_like(group_mean), var, norm, scale_shift, x.dtype)
-        out = F.silu(torch.addcmul(shift[:, None, :], centred, a[:, None, :]))
+        # differentiable out of place; in no-grad the centred copy is overwritten
+        out = torch.addcmul(shift[:, None, :], centred, a[:, None, :], out=None if torch.is_grad_enabled() else centred)
+        out = F.silu(out, inplace=not torch.is_grad_enabled())
         return out.view(b, *x.shape[2:], c).permute(0, 4, 1, 2, 3)
     if not x.is_contiguous(memory_format=torch.channels_last_3d):
         x = x.contiguous(memory_format=torch.channels_last_3d)
