@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 # to the CUDA build you want (or install it into the venv first; a satisfied spec installs nothing).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-all lint format benchmark-cpu benchmark-gpu clean
+.PHONY: venv demo test test-all lint format benchmark-cpu benchmark-gpu benchmark-wholescan-cpu benchmark-wholescan-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ benchmark-cpu: venv
 
 benchmark-gpu: venv
 	$(PY) scripts/segmentation_benchmark.py --profile gpu --workdir outputs/benchmark-gpu
+
+# The same question on whole scans: patch-trained U-Net, sliding windows, real vs real + `lefusion augment`.
+benchmark-wholescan-cpu: venv
+	$(PY) scripts/whole_scan_benchmark.py --profile cpu --workdir outputs/wholescan-cpu
+
+benchmark-wholescan-gpu: venv
+	$(PY) scripts/whole_scan_benchmark.py --profile gpu --workdir outputs/wholescan-gpu
 
 clean:
 	rm -rf $(VENV) outputs

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "control": 3, "masks": 3, "baselines": 3,
     "training": 4, "generation": 4,
     "evaluation": 5, "export": 5,
-    "cli": 6, "demo": 6, "__init__": 6, "__main__": 6,
+    "cli": 6, "demo": 6, "jobs": 6, "__init__": 6, "__main__": 6,
 }  # fmt: skip
 
 

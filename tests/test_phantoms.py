@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from lefusion.io import read_volume
 from lefusion.phantoms import render_phantom_preview, write_cardiac_phantom, write_lung_phantom
-from lefusion.phantoms.lung import DIAMETER_MM, FAMILIES, _insert_nodule, family_counts
+from lefusion.phantoms.lung import DIAMETER_MM, FAMILIES, family_counts, insert_nodule
 
 LUNG_N, LUNG_NORMAL, LUNG_TEST = 6, 3, 3
 CARD_N, CARD_NORMAL = 6, 3
@@ -225,7 +225,7 @@ def test_part_solid_core_survives_small_nodules(diameter_mm: float) -> None:
     for seed in range(5):
         rng = np.random.default_rng(seed)
         background = np.full(shape, -850.0, np.float32)
-        hu, sdf, info = _insert_nodule(rng, background, "part_solid", centre, diameter_mm, spacing)
+        hu, sdf, info = insert_nodule(rng, background, "part_solid", centre, diameter_mm, spacing)
         inside = hu[sdf < 0]
         dense = float((inside > -300).mean())
         assert info["core_diameter_mm"] >= min(2.8, 0.62 * diameter_mm) - 1e-6, info

@@ -71,7 +71,9 @@ class PreprocessConfig:
     """How an ROI is cut and scaled to the network's [-1, 1] range, and how to map it back.
 
     CT: clamp to `window` (HU) and map linearly to [-1, 1]. MRI: min-max of each ROI to [-1, 1].
-    `roi_shape` is (D, H, W) = (z, y, x) in voxels.
+    `roi_shape` is (D, H, W) = (z, y, x) in voxels; `spacing` the voxel size in mm the model was
+    trained at, in the same order, or None for a model that takes each scan's own grid (EMIDEC's
+    slices). On whole scans every lesion's box is resampled to it (`lefusion.data.regions`).
     """
 
     modality: Modality = "ct"
@@ -82,9 +84,14 @@ class PreprocessConfig:
     # to the model's (D, H, W). Identity for models trained with lefusion. The published models
     # were fed torchio tensors: LIDC as (i, j, k) -> (2, 1, 0); EMIDEC as (k, i, j) -> (0, 2, 1).
     axes: tuple[int, int, int] = (0, 1, 2)
+    spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roi_shape", tuple(int(s) for s in self.roi_shape))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+            if len(self.spacing) != 3 or not all(v > 0 for v in self.spacing):
+                raise ValueError(f"spacing must be three positive sizes in mm (D, H, W), got {self.spacing}")
         object.__setattr__(self, "axes", tuple(int(a) for a in self.axes))
         if sorted(self.axes) != [0, 1, 2]:
             raise ValueError(f"axes must be a permutation of (0, 1, 2), got {self.axes}")
@@ -207,5 +214,7 @@ def legacy_kind(denoiser: DenoiserConfig, mask_input: bool, extra: dict[str, Any
     return "cond-diffusion"
 
 
+# Layout defaults; spacing None = each scan's own grid (a checkpoint records the spacing it was
+# trained at; the published LIDC model: 1 mm, `checkpoints.loading.legacy_model_config`).
 LIDC_PREPROCESS = PreprocessConfig(modality="ct", roi_shape=(32, 64, 64))
 EMIDEC_PREPROCESS = PreprocessConfig(modality="mri", roi_shape=(10, 72, 72))

@@ -1,8 +1,13 @@
-"""The README's main job: lesions with every texture preset, generated into held-out phantom ROIs.
+"""The README's main job, on the embedded phantoms, with the small bundled models.
 
-Uses the small model bundled in `lefusion/assets/demo_lung` (trained on the lung phantom on a CPU;
-its folder records the exact command). Writes the phantom, the generated dataset and a montage
-(rows: normal ROI, mask, preset 1, 2, 3; one column per case) and prints where they are.
+1. Whole scans: a few lesion-free phantom chests (anisotropic, some oblique) through `lefusion
+   augment`: lesion masks from the bundled DiffMask placed inside the built-in lung mask, lesions
+   generated into them by the bundled LeFusion model, whole scans with full label maps and a
+   preview per scan (axial, coronal and sagittal through every new lesion) out.
+2. Texture control: every histogram preset generated into held-out phantom ROIs, as a montage
+   (rows: normal ROI, mask, preset 1, 2, 3; one column per case).
+
+`demo_lung` was trained on the lung phantom on a CPU (`scripts/train_bundled_models.py`).
 """
 
 from __future__ import annotations
@@ -16,25 +21,58 @@ import numpy as np
 from .checkpoints import bundled_model_dir, load_model
 from .diffusion.sampling import Ancestral
 from .generation import GenerateConfig, generate_dataset
+from .generation.augment import AugmentConfig
+from .generation.diffusion_methods import LeFusionGenerator
 from .generation.preview import grid_png, lesion_slice, mask_overlay, to_gray
 from .io import read_volume
+from .jobs import run_augment
+from .masks.diffmask import load_diffmask
+from .masks.place_dataset import PlaceConfig
+from .masks.shapes import DiffMaskShapes
 from .phantoms import write_lung_phantom
+from .phantoms.chest import write_chest_phantom
 
 DEMO_MODEL = "demo_lung"
+DEMO_SAMPLER = Ancestral()  # T = 100 network evaluations per lesion
 
 
 def demo_model_dir() -> Path:
     return bundled_model_dir(DEMO_MODEL)
 
 
-def run_demo(out: Path, seed: int = 0, n_cases: int = 4) -> Path:
-    """Run the demo into `out`; returns the montage path.
-
-    Plain ancestral sampling (no time travel: 100 network evaluations for the demo model's T = 100)
-    keeps the demo to a few minutes on 2 CPU cores; `lefusion generate` defaults to the published
-    jump length 10 x 10 repeats.
-    """
+def run_demo(out: Path, seed: int = 0, n_chests: int = 3, n_cases: int = 4) -> Path:
+    """Run the demo into `out` (module docstring); returns the folder of augmented scans."""
     start = time.perf_counter()
+    augmented = augment_chests(out, seed, n_chests)
+    montage = preset_montage(out, seed, n_cases)
+    print(
+        f"done in {time.perf_counter() - start:.0f} s\n"
+        f"  augmented whole scans: {augmented / 'images'}, full label maps: {augmented / 'labels'}\n"
+        f"  one preview per scan (overview + axial/coronal/sagittal through each new lesion): {augmented / 'previews'}\n"
+        f"  manifest (every lesion's place, size, box, sampler, seed): {augmented / 'manifest.json'}\n"
+        f"  texture presets montage (rows: normal ROI, mask, preset 1, 2, 3): {montage}"
+    )
+    return augmented
+
+
+def augment_chests(out: Path, seed: int, n_chests: int) -> Path:
+    """Part 1: lesion-free phantom chests through `lefusion augment` with the bundled models."""
+    chests = out / "chests"
+    print(f"writing {n_chests} lesion-free phantom chests (anisotropic 2.5 x 0.8 x 0.8 mm) to {chests}")
+    write_chest_phantom(chests, n_normal=n_chests, n_pathological=0, seed=seed)
+    model = load_model(demo_model_dir())
+    generate = GenerateConfig(presets=("mix",), seed=seed, sampler=DEMO_SAMPLER, batch_size=2 * n_chests, device="cpu")
+    method = LeFusionGenerator(model, generate)
+    shapes = DiffMaskShapes(load_diffmask("diffmask_lidc"))
+    config = AugmentConfig(PlaceConfig(lesions=(2, 2), diameter_mm=(6.0, 12.0), seed=seed), generate)
+    record = {"source": "diffmask", "checkpoint": "diffmask_lidc", "sha256": shapes.model.weights_sha256}
+    result, _ = run_augment(chests, out / "augmented", method, shapes, record, config)
+    print(f"{result.outputs} augmented chests, {result.lesions} new lesions")
+    return out / "augmented"
+
+
+def preset_montage(out: Path, seed: int, n_cases: int) -> Path:
+    """Part 2: every texture preset into held-out phantom ROIs, as a montage."""
     model = load_model(demo_model_dir())
     phantom = model.extra.get("phantom", {})
     data = out / "phantom"
@@ -49,17 +87,11 @@ def run_demo(out: Path, seed: int = 0, n_cases: int = 4) -> Path:
     )
     presets = tuple(str(i) for i in range(1, len(model.config.hist_presets) + 1))
     print(f"generating {n_cases} normal ROIs x {len(presets)} presets with the bundled model ({model.weights_sha256[:12]})")
-    config = GenerateConfig(presets=presets, seed=seed, sampler=Ancestral(), batch_size=n_cases * len(presets))
+    config = GenerateConfig(presets=presets, seed=seed, sampler=DEMO_SAMPLER, batch_size=n_cases * len(presets))
     manifest_path = generate_dataset(model, data, out / "generated", config)
-    montage = write_montage(
+    return write_montage(
         out / "generated", json.loads(manifest_path.read_text()), out / "montage.png", presets, model.config.preprocess.window
     )
-    print(
-        f"done in {time.perf_counter() - start:.0f} s\n"
-        f"  generated images + labels: {out / 'generated'} (manifest.json lists every output)\n"
-        f"  montage (rows: normal ROI, mask, preset {', '.join(presets)}): {montage}"
-    )
-    return montage
 
 
 def write_montage(gen_dir: Path, manifest: dict, path: Path, presets: tuple[str, ...], window: tuple[float, float]) -> Path:

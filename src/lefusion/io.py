@@ -65,16 +65,39 @@ def strip_volume_suffix(name: str) -> str:
     return name
 
 
+def dicom_series(folder: str | Path) -> list[str]:
+    """The DICOM series ids in `folder` (not its subfolders); empty if it holds none."""
+    import SimpleITK as sitk
+
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+
+
+def _read_image(path: Path):
+    """A SimpleITK image from a volume file, or from a folder holding one DICOM series."""
+    import SimpleITK as sitk
+
+    if path.is_dir():
+        series = dicom_series(path)
+        if len(series) != 1:
+            found = "no DICOM series" if not series else f"{len(series)} DICOM series ({', '.join(series[:3])})"
+            raise LeFusionError(f"{path}: a scan folder must hold exactly one DICOM series, found {found}")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        return reader.Execute()
+    return sitk.ReadImage(str(path))
+
+
 def read_volume(path: str | Path, *, check_finite: bool = True) -> Volume:
-    """Read a NIfTI / NRRD / MHA volume. Raises LeFusionError naming the file if it is missing,
-    unreadable, not 3D (a trailing singleton 4th axis is dropped) or has NaN/Inf voxels."""
+    """Read a NIfTI / NRRD / MHA volume, or a folder holding one DICOM series (slices sorted by
+    position, as SimpleITK's GDCM reader does). Raises LeFusionError naming the file if it is
+    missing, unreadable, not 3D (a trailing singleton 4th axis is dropped) or has NaN/Inf voxels."""
     import SimpleITK as sitk
 
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise LeFusionError(f"{path}: file not found")
     try:
-        image = sitk.ReadImage(str(path))
+        image = _read_image(path)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "rror" in line), first[0] if first else "")

@@ -38,6 +38,10 @@ def load_weights(denoiser: Denoiser, weights: dict[str, torch.Tensor], source: s
     denoiser.load_state_dict(weights)
 
 
+# The release resampled LIDC nodule ROIs to 1 mm isotropic; EMIDEC ROIs keep each scan's own grid.
+PUBLISHED_LIDC_SPACING = (1.0, 1.0, 1.0)
+
+
 def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConfig, source: str) -> ModelConfig:
     """Kind and data conventions of a published model, read once off its channel layout."""
     kind = legacy_kind(denoiser_cfg, False, {})
@@ -45,8 +49,8 @@ def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConf
         labels, preprocess = (1,), LIDC_PREPROCESS
     elif denoiser_cfg.channels == 2:  # EMIDEC: MI, PMO; the release fed (k, i, j) tensors
         labels, preprocess = (3, 4), dataclasses.replace(EMIDEC_PREPROCESS, axes=(0, 2, 1))
-    elif denoiser_cfg.channels == 1:  # LIDC nodules; the release fed (i, j, k) tensors
-        labels, preprocess = (1,), dataclasses.replace(LIDC_PREPROCESS, axes=(2, 1, 0))
+    elif denoiser_cfg.channels == 1:  # LIDC nodules at 1 mm; the release fed (i, j, k) tensors
+        labels, preprocess = (1,), dataclasses.replace(LIDC_PREPROCESS, axes=(2, 1, 0), spacing=PUBLISHED_LIDC_SPACING)
     else:  # not a published layout; read as a K-class CT model with labels 1..K
         labels, preprocess = tuple(range(1, denoiser_cfg.channels + 1)), LIDC_PREPROCESS
     context = (1, 2) if labels == (3, 4) else ()

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LeFusionError
+from .augment import add_augment_parser
 from .checkpoint import add_checkpoint_parsers
 from .demo import add_demo_parser
 from .evaluate import add_evaluate_parser
@@ -18,6 +19,7 @@ from .export import add_export_parser
 from .generate import add_generate_parser
 from .masks import add_masks_parser
 from .phantom import add_phantom_parser
+from .place import add_place_parser
 from .train import add_train_parser
 
 
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_phantom_parser,
         add_train_parser,
         add_generate_parser,
+        add_place_parser,
+        add_augment_parser,
         add_masks_parser,
         add_evaluate_parser,
         add_export_parser,

@@ -13,14 +13,21 @@ def _convert(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, weights=args.weights)
     if args.presets:
         model = model.with_presets(read_presets(args.presets, model.config.denoiser.cond_dim or 0))
+    if args.spacing:
+        model = model.with_spacing(tuple(args.spacing))
     save_model(model, args.out)
     cfg = model.config
     print(
         f"converted {args.checkpoint} ({args.weights} weights) -> {args.out}\n"
         f"  {cfg.kind} model: dim {cfg.denoiser.dim}, mults {cfg.denoiser.dim_mults}, channels {cfg.denoiser.channels}, "
-        f"cond {cfg.denoiser.cond_dim}; lesion labels {cfg.lesion_labels}; {len(cfg.hist_presets)} histogram preset(s)"
+        f"cond {cfg.denoiser.cond_dim}; lesion labels {cfg.lesion_labels}; {len(cfg.hist_presets)} histogram preset(s); "
+        f"ROI {cfg.preprocess.roi_shape} at {_spacing_text(cfg.preprocess.spacing)}"
     )
     return 0
+
+
+def _spacing_text(spacing: tuple[float, float, float] | None) -> str:
+    return "each scan's own spacing" if spacing is None else " x ".join(f"{v:g}" for v in spacing) + " mm"
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -40,6 +47,14 @@ def add_checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output folder (model.safetensors + config.json)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of a .pt file (default: ema)")
     p.add_argument("--presets", help="histogram presets JSON to store with the model (e.g. lidc_clusters.json)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("D", "H", "W"),
+        help="voxel size in mm the model was trained at, in its (D, H, W) order (published LIDC: 1 1 1, set on import; EMIDEC: "
+        "none, each scan's own grid)",
+    )
     p.set_defaults(handler=_convert)
 
     p = sub.add_parser("info", help="print a checkpoint's kind, architecture and configuration")

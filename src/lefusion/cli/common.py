@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DenoiserConfig
-from ..diffusion.sampling import SAMPLERS, SamplerConfig, TimeTravel, sampler_from_dict
+from ..diffusion.sampling import DEFAULT_FEW_STEP, SAMPLERS, SamplerConfig, TimeTravel, sampler_from_dict
 from ..errors import LeFusionError
 
 
@@ -23,25 +23,57 @@ def denoiser_from_args(args: argparse.Namespace) -> DenoiserConfig:
     return DenoiserConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), attn_heads=args.heads, attn_dim_head=args.dim_head)
 
 
+SAMPLER_FLAGS = ("steps", "eta", "zeta", "jump_length", "jump_n_sample")  # settings the sampler flags can set
+
+
 def add_sampler_args(p: argparse.ArgumentParser, default: str) -> None:
-    """--sampler NAME, --jump-length, --jump-n-sample; `default` names the method's own sampler in the help."""
+    """--sampler NAME and its settings (--steps, --eta, --zeta, --jump-length, --jump-n-sample);
+    `default` names the method's own sampler in the help."""
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"reverse process (default: {default})")
-    p.add_argument("--jump-length", type=int, help="time-travel jump length (published: 10); implies --sampler time-travel")
-    p.add_argument("--jump-n-sample", type=int, help="time-travel repeats per jump (published: 10; 1 = no time travel)")
+    p.add_argument("--steps", type=int, help="few-step samplers (ddim, ddnm, diffpir): levels K of the T; network evaluations = K")
+    p.add_argument("--eta", type=float, help="ddim / ddnm: noise of each move, 0 (deterministic) to 1 (DDPM's)")
+    p.add_argument("--zeta", type=float, help="diffpir: share of fresh noise in each move, 0 to 1")
+    p.add_argument(
+        "--jump-length",
+        type=int,
+        help="time-travel jump length (published: 10); with a few-step sampler, its resampling in grid levels; "
+        "alone implies --sampler time-travel",
+    )
+    p.add_argument("--jump-n-sample", type=int, help="repeats per jump (published: 10; 1 = no time travel / resampling)")
 
 
 def sampler_from_args(args: argparse.Namespace) -> SamplerConfig | None:
-    """The sampler the flags ask for, or None for the method's default."""
-    jumps = {k: v for k, v in (("jump_length", args.jump_length), ("jump_n_sample", args.jump_n_sample)) if v is not None}
-    kind = args.sampler or (TimeTravel.kind if jumps else None)
+    """The sampler the flags ask for, or None for the method's default. Settings without --sampler:
+    the jump settings alone mean the published time travel, --steps / --eta / --zeta the default
+    few-step sampler (`DEFAULT_FEW_STEP`'s kind)."""
+    given = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    kind = args.sampler
+    if kind is None and given:
+        few_step = {"steps", "eta", "zeta"} & set(given)
+        kind = DEFAULT_FEW_STEP.kind if few_step else TimeTravel.kind
     if kind is None:
         return None
-    if jumps and kind != TimeTravel.kind:
-        raise LeFusionError(f"--jump-length / --jump-n-sample are settings of --sampler {TimeTravel.kind}, not {kind}")
     try:
-        return sampler_from_dict({"kind": kind, **jumps})
+        return sampler_from_dict({"kind": kind, **given})
     except ValueError as exc:
-        raise LeFusionError(str(exc)) from exc
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise LeFusionError(f"{exc} (flags given: {flags or 'none'})") from exc
+
+
+def add_resampling_args(p: argparse.ArgumentParser) -> None:
+    """--interpolation, --mask-resampling: how a whole scan's lesion boxes are resampled to the model's spacing."""
+    p.add_argument(
+        "--interpolation",
+        choices=["linear", "bspline"],
+        default="linear",
+        help="whole scans: image resampling to the model's spacing (default linear; bspline is smoother, may overshoot)",
+    )
+    p.add_argument(
+        "--mask-resampling",
+        choices=["volume", "nearest"],
+        default="volume",
+        help="whole scans: lesion mask resampling; volume (default) keeps the lesion's volume, nearest is nearest neighbour",
+    )
 
 
 def zyx(text: str) -> tuple[float, float, float]:

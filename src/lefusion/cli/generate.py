@@ -11,7 +11,7 @@ from ..control.presets import read_presets
 from ..errors import LeFusionError
 from ..generation import METHODS, GenerateConfig, MethodRequest, build_method, generate_dataset
 from ..generation.methods import expand_presets
-from .common import add_sampler_args, sampler_from_args
+from .common import add_resampling_args, add_sampler_args, sampler_from_args
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -26,6 +26,8 @@ def _generate(args: argparse.Namespace) -> int:
         presets=tuple(args.preset or ["mix"]),
         seed=args.seed,
         sampler=sampler_from_args(args),
+        interpolation=args.interpolation,
+        mask_resampling=args.mask_resampling,
         batch_size=args.batch_size,
         device=args.device,
         max_cases=args.max_cases,
@@ -59,6 +61,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", nargs="+", help="K (1-based), 'mix' (5:20:75, the default), 'all', or a histogram JSON; several allowed")
     p.add_argument("--presets-file", help="histogram presets JSON for a checkpoint that has none (e.g. lidc_clusters.json)")
     add_sampler_args(p, "lefusion: time-travel with jump 10 x 10, as published; cond-diffusion: ancestral")
+    add_resampling_args(p)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-cases", type=int)
     p.add_argument("--device", default="auto")

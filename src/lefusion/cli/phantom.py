@@ -18,6 +18,7 @@ def _phantom(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
         spacing=tuple(args.spacing) if args.spacing else None,
+        fov_mm=tuple(args.fov) if args.fov else None,
     )
     counts = ", ".join(f"{len(summary[k])} {k}" for k in ("pathological", "normal", "test") if k in summary)
     print(f"wrote {args.kind} phantom to {args.out}: {counts}")
@@ -25,13 +26,17 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def add_phantom_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("phantom", help="write a procedural phantom dataset (lung CT: LIDC layout; cardiac MRI: EMIDEC layout)")
+    p = sub.add_parser(
+        "phantom",
+        help="write a procedural phantom dataset (lung CT ROIs: LIDC layout; cardiac MRI: EMIDEC layout; whole-chest CT: plain layout + organ labels)",
+    )
     p.add_argument("kind", choices=sorted(PHANTOMS))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-pathological", type=int)
     p.add_argument("--n-normal", type=int)
-    p.add_argument("--n-test", type=int, help="lung: held-out pathological cases listed in test.txt (default: one in six)")
-    p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in mm")
+    p.add_argument("--n-test", type=int, help="held-out pathological cases listed in test.txt (default: lung one in six, chest half)")
+    p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="lung / cardiac: ROI size in voxels")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in mm (chest default 2.5 0.8 0.8)")
+    p.add_argument("--fov", type=float, nargs=3, metavar=("Z", "Y", "X"), help="chest: field of view in mm (default 280 350 350)")
     p.set_defaults(handler=_phantom)

@@ -55,6 +55,7 @@ class LesionRoiDataset(Dataset):
         self.lesion_labels = tuple(int(v) for v in lesion_labels)
         self.allowed_labels = None if allowed_labels is None else tuple(int(v) for v in allowed_labels)
         self.rois: list[Roi] = []
+        self.spacings: list[tuple[float, float, float]] = []  # per case, mm, in the model's (D, H, W) order
         hists = []
         for case in self.cases:
             roi = self._load(case)
@@ -68,6 +69,7 @@ class LesionRoiDataset(Dataset):
         require_lesion = case.role == "pathological"
         validate_pair(image, label, self.lesion_labels, self.allowed_labels, case.image, case.mask, require_lesion)
         roi = prepare_roi(image, label, self.config, image_path=case.image, label_path=case.mask)
+        self.spacings.append(tuple(float(image.geometry.spacing[a]) for a in self.config.axes))
         if require_lesion and not torch.isin(roi.label, torch.tensor(self.lesion_labels)).any():
             raise LeFusionError(
                 f"{case.mask}: the lesion lies entirely outside the centred {self.config.roi_shape} ROI "
@@ -77,6 +79,14 @@ class LesionRoiDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rois)
+
+    @property
+    def common_spacing(self) -> tuple[float, float, float] | None:
+        """The voxel size (mm, model order) all cases share, or None when they differ (then a model
+        trained on them takes each scan's own grid)."""
+        first = self.spacings[0]
+        same = all(all(abs(a - b) <= 1e-3 * max(abs(b), 1e-6) for a, b in zip(s, first)) for s in self.spacings)
+        return first if same else None
 
     def __getitem__(self, index: int) -> dict:
         roi = self.rois[index]

@@ -89,13 +89,14 @@ class Roi:
     """One preprocessed case.
 
     image: (1, D, H, W) float32 in [-1, 1]; label: (1, D, H, W) int64 label ids (zeros when the case
-    has no label); mapping and box invert the preprocessing (see `restore_roi`).
+    has no label); mapping and box invert the preprocessing (see `restore_roi`); box is None for a
+    lesion's box cut from a whole scan (`lefusion.data.regions`, which keeps its own geometry).
     """
 
     image: torch.Tensor
     label: torch.Tensor
     mapping: IntensityMapping
-    box: RoiBox
+    box: RoiBox | None
     image_path: Path | None = None
     axes: tuple[int, int, int] = (0, 1, 2)
 

@@ -142,8 +142,11 @@ def split_real(root: Path, test_fraction: float = 0.2, seed: int = 0) -> RealSpl
             raise LeFusionError(f"{root}: every pathological case is held out for testing; nothing left to train on")
         return RealSplit(tuple(train), tuple(held_out), note)
 
+    if test_fraction == 0:  # every case trains (e.g. an augmented training set exported for nnU-Net)
+        labelled = tuple(c for c in cases if c.mask is not None)
+        return RealSplit(labelled, (), "no test cases: every case is a training case")
     if not 0 < test_fraction < 1:
-        raise LeFusionError(f"test fraction must be between 0 and 1, got {test_fraction}")
+        raise LeFusionError(f"test fraction must be between 0 and 1 (or 0 for no test cases), got {test_fraction}")
     labelled = [c for c in cases if c.mask is not None]
     patients = sorted({patient_of(c.name) for c in labelled})
     if len(patients) < 2:

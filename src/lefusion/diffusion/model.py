@@ -54,6 +54,11 @@ class DiffusionModel:
         self.denoiser.eval()
         return self
 
+    def with_spacing(self, spacing: tuple[float, float, float] | None) -> DiffusionModel:
+        """A copy of this model whose preprocessing records another training spacing (mm, model order)."""
+        preprocess = dataclasses.replace(self.config.preprocess, spacing=spacing)
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, preprocess=preprocess))
+
     def with_presets(self, presets: list[tuple[float, ...]]) -> DiffusionModel:
         """A copy of this model whose config carries the given histogram presets."""
         config = dataclasses.replace(self.config, hist_presets=tuple(presets))

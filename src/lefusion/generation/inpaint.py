@@ -16,22 +16,33 @@ import torch
 
 from ..checkpoints.loading import load_model, save_model
 from ..data.layouts import Case
-from ..data.roi import prepare_roi, validate_pair
+from ..data.roi import validate_pair
 from ..diffusion.model import DiffusionModel
 from ..diffusion.sampling import SamplerConfig
-from ..errors import LeFusionError
-from ..io import Volume, read_volume, strip_volume_suffix
+from ..io import Geometry, Volume, read_volume, strip_volume_suffix
+from .cases import plan_volumes
 from .diffusion_methods import LeFusionGenerator
-from .pipeline import restored_volume
 from .types import GenerateConfig, Job, output_seed
+from .work import generate_works, start_work
 
 
-def _as_volume(value: Volume | np.ndarray | str | Path, geometry_of: Volume | None = None) -> Volume:
+def _as_volume(value: Volume | np.ndarray | str | Path, geometry: Geometry) -> Volume:
     if isinstance(value, Volume):
         return value
     if isinstance(value, (str, Path)):
         return read_volume(value)
-    return Volume(np.asarray(value), geometry_of.geometry) if geometry_of is not None else Volume(np.asarray(value))
+    return Volume(np.asarray(value), geometry)
+
+
+def _model_grid(model: DiffusionModel) -> Geometry:
+    """The geometry a bare array is read with: the model's own spacing (an array carries none)."""
+    preprocess = model.config.preprocess
+    if preprocess.spacing is None:
+        return Geometry()
+    spacing = [0.0] * 3
+    for i, a in enumerate(preprocess.axes):
+        spacing[a] = preprocess.spacing[i]
+    return Geometry(spacing=tuple(spacing))
 
 
 def inpaint_volume(
@@ -45,29 +56,29 @@ def inpaint_volume(
 ) -> np.ndarray:
     """Generate lesions inside `mask` of one volume; return the new volume in the image's units and dtype.
 
-    image, mask: (D, H, W) arrays, Volumes or file paths on the same grid, in disk axis order; the
-    mask holds the model's lesion label ids (and may hold its context labels). Outside the lesion
+    image, mask: (D, H, W) arrays, Volumes or file paths on the same grid, in disk axis order (an
+    ROI or a whole scan: one box per lesion at the model's spacing, as `lefusion generate`; a bare
+    array carries no geometry and is read as lying on the model's own grid); the
+    mask holds the model's lesion label ids (and may hold its context labels). Outside the lesions
     the result equals `image` exactly. sampler: None = the published time travel (as `generate`).
     name: the case name the output's seed derives from (`output_seed(seed, name, preset)`), as in
     `lefusion generate`: by default the image file's name without its suffix, or "" for an array;
-    so a file gives the voxels `lefusion generate --seed SEED` writes for it (with --batch-size 1;
-    batched convolutions may round differently in the last bits). Runs on the model's device.
+    so a file gives the voxels `lefusion generate --seed SEED` writes for it. Runs on the model's device.
     """
-    case_name = name if name is not None else (strip_volume_suffix(Path(image).name) if isinstance(image, (str, Path)) else "")
-    image_vol = _as_volume(image)
-    mask_vol = _as_volume(mask, image_vol)
-    method = LeFusionGenerator(model, GenerateConfig(sampler=sampler, device=str(model.device)))
-    conv = method.conventions
     image_name = str(image) if isinstance(image, (str, Path)) else "image"
     mask_name = str(mask) if isinstance(mask, (str, Path)) else "mask"
+    case_name = name if name is not None else (strip_volume_suffix(Path(image_name).name) if isinstance(image, (str, Path)) else "")
+    image_vol = _as_volume(image, _model_grid(model))
+    mask_vol = _as_volume(mask, image_vol.geometry)
+    method = LeFusionGenerator(model, GenerateConfig(sampler=sampler, device=str(model.device)))
+    conv = method.conventions
     validate_pair(image_vol, mask_vol, conv.lesion_labels, conv.allowed_labels, image_name, mask_name, require_lesion=True)
-    roi = prepare_roi(image_vol, mask_vol, conv.preprocess, image_path=image_name, label_path=mask_name)
-    if not torch.isin(roi.label, torch.tensor(conv.lesion_labels)).any():
-        raise LeFusionError(f"{mask_name}: the lesion lies outside the centred {conv.preprocess.roi_shape} ROI")
+    case = Case(case_name, Path(image_name), Path(mask_name))
     spec = str(preset)
-    job = Job(Case(case_name, Path(image_name), None), spec, case_name, output_seed(seed, case_name, spec))
-    (result,) = method([job], [roi], lambda: None)
-    return restored_volume(method, roi, result, image_vol, mask_vol, image_name)
+    job = Job(case, spec, case_name, output_seed(seed, case_name, spec))
+    work = start_work(job, plan_volumes(case, image_vol, mask_vol, method), image_vol, mask_vol, method, method.config)
+    generate_works([work], method, 1, lambda: None)
+    return work.array
 
 
 class LeFusionModel(DiffusionModel):

@@ -23,7 +23,14 @@ _LEGACY_SAMPLER_KEYS = ("jump_length", "jump_n_sample")
 
 
 def upgrade_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings in the current form (see module docstring); current settings come back unchanged."""
+    """Settings in the current form (see module docstring); current settings come back unchanged.
+    Folders from before whole scans were supported hold ROIs only, which are never resampled: they
+    read as the resampling defaults."""
+    settings = {
+        **settings,
+        "interpolation": settings.get("interpolation", "linear"),
+        "mask_resampling": settings.get("mask_resampling", "volume"),
+    }
     if not any(k in settings for k in _LEGACY_SAMPLER_KEYS):
         return settings
     upgraded = {k: v for k, v in settings.items() if k not in _LEGACY_SAMPLER_KEYS}

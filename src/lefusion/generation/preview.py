@@ -54,7 +54,16 @@ def grid_png(cells: Sequence[Sequence[Image.Image]], row_titles: Sequence[str], 
 
 def case_preview(image: np.ndarray, label: np.ndarray, generated: np.ndarray, lesion_labels: Sequence[int], path: Path) -> Path:
     """Original | mask | generated at the slice of largest lesion area; arrays (D, H, W) in [-1, 1]."""
-    z = lesion_slice(label, lesion_labels)
-    mask = np.isin(label[z], list(lesion_labels))
-    cells = [[to_gray(image[z]), mask_overlay(image[z], mask), to_gray(generated[z])]]
-    return grid_png(cells, [f"z={z}"], ["original", "mask", "generated"], path)
+    return lesions_preview([(image, label, generated)], lesion_labels, path)
+
+
+def lesions_preview(rois: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], lesion_labels: Sequence[int], path: Path) -> Path:
+    """One row per lesion ROI (image, label, generated; (D, H, W), [-1, 1]): original | mask |
+    generated at the slice of largest lesion area."""
+    cells, titles = [], []
+    for i, (image, label, generated) in enumerate(rois):
+        z = lesion_slice(label, lesion_labels)
+        mask = np.isin(label[z], list(lesion_labels))
+        cells.append([to_gray(image[z]), mask_overlay(image[z], mask), to_gray(generated[z])])
+        titles.append(f"z={z}" if len(rois) == 1 else f"#{i + 1} z={z}")
+    return grid_png(cells, titles, ["original", "mask", "generated"], path)

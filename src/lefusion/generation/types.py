@@ -11,6 +11,7 @@ import torch
 
 from ..data.conventions import DataConventions
 from ..data.layouts import Case
+from ..data.regions import ImageInterpolation, MaskResampling
 from ..data.roi import Roi
 from ..diffusion.sampling import SamplerConfig
 
@@ -24,6 +25,9 @@ class GenerateConfig:
     presets: tuple[str, ...] = ("mix",)
     seed: int = 0
     sampler: SamplerConfig | None = None
+    # whole scans: how a lesion's box is resampled to the model's spacing (`lefusion.data.regions`)
+    interpolation: ImageInterpolation = "linear"
+    mask_resampling: MaskResampling = "volume"
     batch_size: int = 4
     device: str = "auto"
     previews: bool = True

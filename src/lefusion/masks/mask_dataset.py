@@ -71,6 +71,7 @@ def write_diffmask_dataset(
     suffix = next((s for s in VOLUME_SUFFIXES if source is not None and source.name.lower().endswith(s)), ".nii.gz")
     stem = strip_volume_suffix(source.name) if source is not None else "diffmask"
     voxel_mm3 = float(np.prod(reference.geometry.spacing))
+    evaluations = sampler.network_evaluations(model.schedule.num_timesteps)
     records = []
     for i, mask in enumerate(masks):
         name = f"{stem}_{i:04d}{suffix}"
@@ -86,6 +87,7 @@ def write_diffmask_dataset(
                 "seed": seed + i,
                 "voxels": int(mask.sum()),
                 "equivalent_diameter_mm": (6.0 * volume / np.pi) ** (1.0 / 3.0),
+                "network_evaluations": evaluations,
             }
         )
     meta = {
@@ -101,7 +103,7 @@ def write_diffmask_dataset(
         "threshold": threshold,
         "control": model_control(model),
         "sampler": sampler.to_dict(),
-        "network_evaluations": sampler.network_evaluations(model.schedule.num_timesteps),  # per mask
+        "network_evaluations": evaluations,  # per mask
         "samples": records,
     }
     return atomic_write_text(out / MASKS_JSON, json.dumps(meta, indent=2))

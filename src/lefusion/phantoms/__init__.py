@@ -2,7 +2,9 @@
 
     write_lung_phantom(out)       lung CT nodule ROIs, LIDC layout (Pathological/Image, Mask, test.txt, Normal/...)
     write_cardiac_phantom(out)    LGE cardiac MRI stacks, EMIDEC layout (Pathological/images, labels, Normal/...)
-    render_phantom_preview(root, out_png)   a PNG contact sheet of either, for a human look
+    write_chest_phantom(out)      whole-chest CTs, plain layout (images/, masks/) + organs/ (TotalSegmentator ids)
+    render_phantom_preview(root, out_png)   a PNG contact sheet of a lung or cardiac folder, for a human look
+    render_chest_preview(root, out_dir)     axial / coronal / sagittal PNGs of chest scans
 
 They stand in for LIDC-IDRI / EMIDEC, which cannot be shipped: same file names, label ids, dtypes
 and geometry conventions, so every loader, trainer and CLI path can be exercised end to end.
@@ -19,20 +21,43 @@ from scipy import ndimage
 from ..errors import LeFusionError
 from ..io import read_volume
 from .cardiac import write_cardiac_phantom
+from .chest import write_chest_phantom
+from .chest_preview import render_chest_preview
 from .lung import write_lung_phantom
 
-__all__ = ["PHANTOMS", "render_phantom_preview", "write_cardiac_phantom", "write_lung_phantom", "write_phantom"]
+__all__ = [
+    "PHANTOMS",
+    "render_chest_preview",
+    "render_phantom_preview",
+    "write_cardiac_phantom",
+    "write_chest_phantom",
+    "write_lung_phantom",
+    "write_phantom",
+]
 
-PHANTOMS = {"lung": write_lung_phantom, "cardiac": write_cardiac_phantom}
+PHANTOMS = {"lung": write_lung_phantom, "cardiac": write_cardiac_phantom, "chest": write_chest_phantom}
+# The options each phantom takes (as keyword arguments; the CLI flag is the same with dashes).
+_OPTIONS = {
+    "lung": {"seed", "n_pathological", "n_normal", "n_test", "roi_shape", "spacing"},
+    "cardiac": {"seed", "n_pathological", "n_normal", "roi_shape", "spacing"},
+    "chest": {"seed", "n_pathological", "n_normal", "n_test", "spacing", "fov_mm"},
+}
+_WHY_NOT = {
+    ("cardiac", "n_test"): "the cardiac one holds out the EMIDEC release's cases",
+    ("chest", "roi_shape"): "the chest phantom writes whole scans; size them with --fov",
+}
 
 
 def write_phantom(kind: str, out: Path, **options: object) -> dict:
-    """Write the phantom `kind` ("lung" or "cardiac") with the options given (None = its default)."""
+    """Write the phantom `kind` ("lung", "cardiac" or "chest") with the options given (None = its default)."""
     if kind not in PHANTOMS:
         raise LeFusionError(f"unknown phantom {kind!r}; choose one of {', '.join(PHANTOMS)}")
-    if kind == "cardiac" and options.get("n_test") is not None:
-        raise LeFusionError("--n-test belongs to the lung phantom (the cardiac one holds out the EMIDEC release's cases)")
     given = {k: v for k, v in options.items() if v is not None}
+    for key in sorted(set(given) - _OPTIONS[kind]):
+        owners = " and ".join(k for k in PHANTOMS if key in _OPTIONS[k])
+        why = _WHY_NOT.get((kind, key), f"the {kind} phantom does not take it")
+        plural = "s" if " and " in owners else ""
+        raise LeFusionError(f"--{key.replace('_', '-').replace('-mm', '')} belongs to the {owners} phantom{plural} ({why})")
     return PHANTOMS[kind](Path(out), **given)
 
 
@@ -82,12 +107,22 @@ def _tile(image2d: np.ndarray, labels2d: np.ndarray, lo: float, hi: float, colou
 
 
 def render_phantom_preview(root: Path, out_png: Path, n: int = 6) -> Path:
-    """Write a PNG contact sheet of `n` cases of a lung or cardiac phantom folder: for each case the
+    """Write a PNG contact sheet of `n` cases of a lung or cardiac phantom folder (of a chest
+    phantom folder: the three planes of its first scan with nodules, see chest_preview): for each case the
     slice where the lesion (or candidate lesion) is largest, plain and with label contours, and a
     caption. Lung uses a lung window [-1100, 200] HU; cardiac a per-case 1-99.5 percentile window."""
     from PIL import Image, ImageDraw
 
     root, out_png = Path(root), Path(out_png)
+    if (root / "organs").is_dir() and (root / "images").is_dir():  # a chest phantom: one scan's three planes
+        from .chest_preview import render_chest_case
+
+        cases = json.loads((root / "phantom.json").read_text())["cases"] if (root / "phantom.json").is_file() else []
+        name = next((c["name"] for c in cases if c.get("nodules")), cases[0]["name"] if cases else None)
+        if name is None:
+            raise LeFusionError(f"{root}: no cases listed in phantom.json")
+        image, mask, organs = (root / sub / f"{name}.nii.gz" for sub in ("images", "masks", "organs"))
+        return render_chest_case(image, out_png, mask, organs)
     lung = (root / "Pathological" / "Image").is_dir()
     if not lung and not (root / "Pathological" / "images").is_dir():
         raise LeFusionError(f"{root}: neither a LIDC-style (Pathological/Image) nor EMIDEC-style (Pathological/images) folder")

@@ -114,7 +114,7 @@ def _chest_wall(
     return soft_occupancy(-inside, 0.3), hu, info
 
 
-def _insert_nodule(
+def insert_nodule(
     rng: np.random.Generator,
     hu: np.ndarray,
     family: str,
@@ -122,7 +122,8 @@ def _insert_nodule(
     diameter: float,
     spacing: tuple[float, float, float],
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Blend a nodule of `family` into `hu` (D,H,W, HU). Returns (new hu, support sdf mm, info)."""
+    """Blend a nodule of `family` into `hu` (D,H,W, HU). Returns (new hu, support sdf mm, info).
+    The chest phantom calls it on a box round each of its nodules, so both phantoms share the families."""
     shape = hu.shape
     sdf = lobulated_blob_sdf(rng, shape, spacing, centre, diameter, n_lobes=int(rng.integers(0, 4)), warp=rng.uniform(0.08, 0.2))
     inner = fractal_field(rng, shape, spacing, (0.7, 1.5, 3.0), (0.5, 0.3, 0.2))
@@ -184,7 +185,7 @@ def make_lung_case(
 
     meta: dict = {"family": family, "n_vessels": len(vessels)}
     if family is not None:
-        hu, sdf, info = _insert_nodule(rng, hu, family, centre, diameter, spacing)
+        hu, sdf, info = insert_nodule(rng, hu, family, centre, diameter, spacing)
         meta.update(info)
     else:
         # Candidate lesion: the best of a few positions, least covered by vessels, as a radiologist

@@ -51,6 +51,10 @@ def train_on_folder(
     if roi_shape is not None:
         conventions = dataclasses.replace(conventions, preprocess=dataclasses.replace(conventions.preprocess, roi_shape=tuple(roi_shape)))
     dataset = training_dataset(data_root, conventions)
+    if conventions.preprocess.spacing is None:  # record the grid the model learns on, for whole scans
+        conventions = dataclasses.replace(
+            conventions, preprocess=dataclasses.replace(conventions.preprocess, spacing=dataset.common_spacing)
+        )
     n_classes = len(conventions.lesion_labels)
     denoiser = denoiser or DenoiserConfig()
     # Cond-Diffusion keeps LeFusion's histogram condition, so `--preset` means the same for both.
@@ -83,6 +87,8 @@ def train_on_folder(
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
         # a run folder from before configs named their kind infers it from its train method
         legacy_extra = {"cond_diffusion": {}} if previous["train"].get("method") == "cond-diffusion" else {}
+        # ... and one from before the preprocessing recorded its spacing learnt on the same grid
+        previous["model"].setdefault("preprocess", {}).setdefault("spacing", model_config.preprocess.spacing)
         same = ModelConfig.from_dict(previous["model"], legacy_extra) == ModelConfig.from_dict(
             json.loads(json.dumps(record["model"]))
         ) and all(

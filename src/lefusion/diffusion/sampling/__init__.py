@@ -13,10 +13,15 @@ from typing import Any
 
 from .ancestral import Ancestral
 from .base import Estimate, KnownRegion, Network, Noise, Sampler, SamplerConfig, reverse_step
+from .ddim import DDIM
+from .ddnm import DDNM
+from .diffpir import DiffPIR
+from .fewstep import FewStep
 from .time_travel import TimeTravel
 
-SAMPLERS: dict[str, type[SamplerConfig]] = {cls.kind: cls for cls in (Ancestral, TimeTravel)}
+SAMPLERS: dict[str, type[SamplerConfig]] = {cls.kind: cls for cls in (Ancestral, TimeTravel, DDIM, DDNM, DiffPIR)}
 PUBLISHED = TimeTravel(10, 10)  # the public release's sampler settings
+DEFAULT_FEW_STEP = DDNM()  # what --steps alone selects
 
 
 def sampler_from_dict(record: Mapping[str, Any]) -> SamplerConfig:
@@ -35,10 +40,15 @@ def sampler_from_dict(record: Mapping[str, Any]) -> SamplerConfig:
 
 
 __all__ = [
+    "DEFAULT_FEW_STEP",
     "PUBLISHED",
     "SAMPLERS",
+    "DDIM",
+    "DDNM",
     "Ancestral",
+    "DiffPIR",
     "Estimate",
+    "FewStep",
     "KnownRegion",
     "Network",
     "Noise",

@@ -3,14 +3,20 @@ source, and the one reverse loop (`SamplerConfig.sample`).
 
 A sampler is a frozen dataclass of its settings (its `SamplerConfig`), so it holds no state
 between calls. It says which moves to make (`plan`: pairs of step indices, from T-1 down to -1,
-where -1 is the clean sample) and how to make one move down (`down`: one network evaluation) or
-up (`up`: re-noising, for time travel). The loop is written once, here:
+where -1 is the clean sample; a move may skip levels, (t, s) with s < t - 1, as few-step samplers
+do) and how to make one move down (`down`: one network evaluation) or up (`up`: re-noising, for
+time travel and resampling). The loop is written once, here:
 
 - x_T is drawn from N(0, I);
-- before every move down at level t, the known region (when there is one) is put back in at that
-  level: x_t = where(generate, x_t, q(x_known, t)) (RePaint, Lugmayr et al. 2022, eq. 8);
+- the known region (when there is one) enters by the sampler's `known_rule`:
+  "renoise" (the default): before every move down at level t it is put back in at that level,
+  x_t = where(generate, x_t, q(x_known, t)) (RePaint, Lugmayr et al. 2022, eq. 8);
+  "project": after every network evaluation the estimate of x0 takes the known values,
+  x0 = where(generate, x0, x_known) (the range-null-space decomposition of DDNM, Wang et al.
+  2023, eq. 13, with A = A^+ = the known voxels' selection; DiffPIR's data step, Zhu et al. 2023,
+  eq. 13, for a noise-free measurement), and x_t is left as the sampler's last move made it;
 - after the last move the known region is pasted back as it is, so the voxels outside the region
-  being generated come back bit for bit.
+  being generated come back bit for bit, whatever the sampler.
 
 LeFusion inpainting (known = the real image outside the lesion), DiffMask (known = background
 outside the boundary) and the Cond-Diffusion baseline (no known region) all run this loop.
@@ -78,7 +84,9 @@ class KnownRegion:
     they are. noise: "fresh" draws new noise for them before every move down (RePaint, the public
     LeFusion release); "shared" reuses the noise drawn last (for x_T, or the previous move), which
     is independent of the generated voxels' noise because the two regions are disjoint, and saves
-    one draw per step (DiffMask).
+    one draw per step (DiffMask). `noised` and `noise` concern samplers that re-noise the known
+    region (`known_rule` "renoise"); a projecting sampler uses `values` as x0 and draws nothing for
+    them.
     """
 
     values: torch.Tensor
@@ -120,6 +128,7 @@ class Noise:
 
 
 Move = tuple[int, int]  # (from step index, to step index); -1 is the clean sample
+KnownRule = Literal["renoise", "project"]
 
 
 class Sampler(Protocol):
@@ -151,6 +160,7 @@ class SamplerConfig:
     """
 
     kind: ClassVar[str] = ""
+    known_rule: ClassVar[KnownRule] = "renoise"  # how the known region enters (module docstring)
 
     def plan(self, timesteps: int) -> list[Move]:
         raise NotImplementedError
@@ -161,8 +171,8 @@ class SamplerConfig:
         """x_t at level t (B,) -> x at level `to` (< t), given the network's estimate and fresh noise."""
         raise NotImplementedError
 
-    def up(self, schedule: NoiseSchedule, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x at level t - 1 -> level t (B,): re-noising."""
+    def up(self, schedule: NoiseSchedule, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, frm: int) -> torch.Tensor:
+        """x at level `frm` (< t) -> level t (B,): re-noising."""
         raise NotImplementedError(f"the {self.kind} sampler does not move up")
 
     def canonical(self) -> SamplerConfig:
@@ -195,7 +205,7 @@ class SamplerConfig:
             else:
                 t = torch.full((shape[0],), t_to, device=x.device, dtype=torch.long)
                 last = noise(shape)
-                x = self.up(schedule, x, t, last)
+                x = self.up(schedule, x, t, last, t_from)
             if progress is not None:
                 progress(done, len(moves))
         return x if known is None else known.paste(x)
@@ -212,12 +222,16 @@ def reverse_step(
     noise: Noise | Callable[[Sequence[int]], torch.Tensor],
     last_noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One move down of the loop: known region in at level t, one network evaluation, the sampler's
-    step to level `to`. Returns (x at `to`, the step's noise). Draw order: the known region's noise
-    (when fresh), then the step's."""
-    if known is not None:
+    """One move down of the loop: the known region in by the sampler's rule (at level t before the
+    evaluation, or into the x0 estimate after it), one network evaluation, the sampler's step to
+    level `to`. Returns (x at `to`, the step's noise). Draw order: the known region's noise (when
+    it is re-noised and fresh), then the step's."""
+    renoise = known is not None and sampler.known_rule == "renoise"
+    if renoise:
         known_noise = noise(x_t.shape) if known.noise == "fresh" or last_noise is None else last_noise
         x_t = known.impose(x_t, schedule, t, known_noise)
     estimate = network.estimate(schedule, x_t, t)
+    if known is not None and not renoise:
+        estimate = Estimate(known.paste(estimate.x0), estimate.eps)
     step_noise = noise(x_t.shape)
     return sampler.down(schedule, x_t, t, to, estimate, step_noise), step_noise

@@ -66,8 +66,8 @@ class TimeTravel(SamplerConfig):
     ) -> torch.Tensor:
         return ancestral_step(schedule, x_t, t, to, estimate, noise)
 
-    def up(self, schedule: NoiseSchedule, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return renoise(schedule, x, t, noise)
+    def up(self, schedule: NoiseSchedule, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, frm: int) -> torch.Tensor:
+        return renoise(schedule, x, t, noise)  # frm is t - 1 in this plan
 
     def canonical(self) -> SamplerConfig:
         return Ancestral() if self.jump_n_sample == 1 else self

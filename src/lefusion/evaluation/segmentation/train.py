@@ -8,6 +8,7 @@ on CPU and comparable across settings (same seed, same initial weights). Loss: D
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,29 @@ def train_segmenter(
 ) -> torch.nn.Module:
     """Train network `plan` on images (N, 1, D, H, W) float32 and labels (N, 1, D, H, W) uint8
     class indices (D, H, W = plan.input_shape). Returns the trained network in eval mode."""
+
+    def next_batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(images.shape[0], (settings.batch_size,), generator=generator)
+        return random_flips(images[index], labels[index], generator)
+
+    return train_network(plan, next_batch, settings, seed, device, description, progress)
+
+
+BatchSource = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_network(
+    plan: NetworkPlan,
+    next_batch: BatchSource,
+    settings: TrainSettings,
+    seed: int,
+    device: torch.device,
+    description: str = "train",
+    progress: bool = True,
+) -> torch.nn.Module:
+    """The training loop: `next_batch(generator)` gives iteration i's images (B, 1, D, H, W) float32
+    and labels (B, 1, D, H, W) class indices, drawing only from `generator` = step_generator(seed, i)
+    (whole cases, or patches of whole scans). Returns the trained network in eval mode."""
     from monai.losses import DiceCELoss
 
     with torch.random.fork_rng(devices=[]):
@@ -90,9 +114,7 @@ def train_segmenter(
     dtype, scaler = _precision(device, settings.amp)
     bar = tqdm(range(settings.iterations), desc=description, unit="it", disable=not progress, leave=False)
     for step in bar:
-        generator = step_generator(seed, step)
-        index = torch.randint(images.shape[0], (settings.batch_size,), generator=generator)
-        x, y = random_flips(images[index], labels[index], generator)
+        x, y = next_batch(step_generator(seed, step))
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
         with _autocast(device, dtype):
             output = net(x)
