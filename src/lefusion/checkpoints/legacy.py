@@ -18,7 +18,7 @@ import torch
 
 from ..config import DenoiserConfig, ScheduleConfig
 from ..errors import LeFusionError
-from ..models.attention import rotary_frequencies
+from ..models.position import rotary_frequencies
 
 NETWORK_PREFIXES = ("denoise_fn.module.", "denoise_fn.", "module.")
 SCHEDULE_BUFFERS = (

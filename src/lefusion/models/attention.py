@@ -1,4 +1,4 @@
-"""Attention layers of the denoiser.
+"""Attention layers of the denoiser, each applied as a pre-norm residual `x + attn(norm(x))`.
 
 - `DepthAttention`: softmax attention along z for every (y, x) column, with rotary position
   embedding (Su et al. 2021) on queries and keys and a learned T5-style relative position bias.
@@ -6,82 +6,38 @@
   softmax of queries over features, of keys over positions).
 - `SpatialAttention`: full softmax attention over (y, x) within each slice (bottleneck only).
 
-Inputs and outputs are (B, C, D, H, W). Softmax attention uses PyTorch's fused
-`scaled_dot_product_attention`; scaling q before or after the (linear) rotary map is the same function.
+Inputs and outputs are (B, C, D, H, W), run in channels-last memory (B, D, H, W, C), where the
+tokens of every attention are rows of one matrix and the projections are plain matrix products
+with no layout copies. Softmax attention is PyTorch's fused `scaled_dot_product_attention`.
+
+Two reorderings of the public network's arithmetic (the same function; rounding differs at the
+1e-7 level, see docs/benchmarks.md): the rotary map and the 1/sqrt(d) scale are linear, so where
+tokens outnumber channels they are folded into per-depth query/key weights (R_z W x instead of
+R_z (W x)); and linear attention scales its (d x d) context instead of the queries.
+
+In CPU inference the residual is computed block by block of tokens (`BLOCK_TOKENS`), so that the
+largest intermediate (the 12x wider qkv projection at level 0) is a quarter of its full size; the
+residual is added into one preallocated output. Under autograd or `torch.compile` one block is
+the whole tensor.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .position import RotaryTable, from_tokens, rotate_half, to_tokens
 
-def rotary_frequencies(rot_dim: int, theta: float = 10000.0) -> torch.Tensor:
-    """(rot_dim // 2,) angular frequencies theta^(-2i/rot_dim), i = 0 .. rot_dim/2 - 1."""
-    return 1.0 / theta ** (torch.arange(0, rot_dim, 2)[: rot_dim // 2].float() / rot_dim)
-
-
-def rotary_angles(seq_len: int, rot_dim: int, device: torch.device) -> torch.Tensor:
-    """(seq_len, rot_dim) rotation angles; features are rotated in adjacent pairs (0,1), (2,3), ..."""
-    positions = torch.arange(seq_len, device=device, dtype=torch.float32)
-    angles = positions[:, None] * rotary_frequencies(rot_dim).to(device)[None, :]
-    return angles.repeat_interleave(2, dim=-1)
+# Tokens per block in CPU inference: 32,768 tokens of a 768-wide qkv projection are 100 MB, a quarter
+# of the LIDC level-0 tensor. Smaller blocks (2,048 to 8,192, cache-sized) were not faster on a shared
+# 2-core machine: many small parallel ops each wait at a thread barrier (docs/benchmarks.md).
+BLOCK_TOKENS = 32768
 
 
-def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `angles.shape[-1]` features of x (..., N, F) by position-dependent angles."""
-    rot_dim = angles.shape[-1]
-    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
-    pairs = x_rot.unflatten(-1, (-1, 2))
-    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    angles = angles.to(x.dtype)
-    x_rot = x_rot * angles.cos() + rotated_half * angles.sin()
-    return torch.cat((x_rot, x_pass), dim=-1) if x_pass.shape[-1] else x_rot
-
-
-def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """Bidirectional T5 buckets (Raffel et al. 2020): exact for small offsets, log-spaced beyond.
-
-    relative_position = key index - query index (any shape, int64) -> bucket ids of the same shape.
-    """
-    offset = -relative_position
-    half = num_buckets // 2
-    bucket = (offset < 0).long() * half
-    offset = offset.abs()
-    max_exact = half // 2
-    log_ratio = torch.log(offset.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
-    far = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
-    return bucket + torch.where(offset < max_exact, offset, far)
-
-
-class RelativePositionBias(nn.Module):
-    """Learned additive attention bias per (head, query, key) from the bucketed z offset."""
-
-    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 32) -> None:
-        super().__init__()
-        self.num_buckets = num_buckets
-        self.max_distance = max_distance
-        self.table = nn.Embedding(num_buckets, heads)
-
-    def forward(self, seq_len: int, device: torch.device) -> torch.Tensor:
-        """-> (heads, seq_len, seq_len)."""
-        pos = torch.arange(seq_len, device=device)
-        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
-        return self.table(buckets).permute(2, 0, 1)
-
-
-def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, L, 3 * heads * dh) -> q, k, v each (N, heads, L, dh)."""
-    n, length, _ = qkv.shape
-    return qkv.view(n, length, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(N, heads, L, dh) -> (N, L, heads * dh)."""
-    return x.transpose(1, 2).flatten(2)
+def blockwise(x: torch.Tensor) -> bool:
+    """Whether to work block by block: CPU, no autograd graph being recorded, not being compiled."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
 class DepthAttention(nn.Module):
@@ -92,18 +48,74 @@ class DepthAttention(nn.Module):
         self.heads = heads
         self.dim_head = dim_head
         self.rot_dim = min(32, dim_head)
+        self.scale = dim_head**-0.5
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+        self._folded: tuple[tuple, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor, position_bias: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, D, H, W); position_bias: (heads, D, D); angles: (D, rot_dim) -> (B, C, D, H, W)."""
+    def folded_weight(self, rotary: RotaryTable) -> torch.Tensor:
+        """(D, C, 3 * heads * dim_head): x_z @ W[z] = [scale * R_z W_q x_z, R_z W_k x_z, W_v x_z].
+
+        Cached while no autograd graph is recorded, keyed on the weight's version counter (which
+        every in-place update bumps: optimiser steps, EMA, load_state_dict).
+        """
+        weight = self.to_qkv.weight
+        key = (rotary.depth, weight.device, weight.dtype, weight.data_ptr(), weight._version)
+        cache = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cache and self._folded is not None and self._folded[0] == key:
+            return self._folded[1]
+        w = weight.view(3, self.heads, self.dim_head, -1)  # (3, heads, dh, C)
+        cos = rotary.cos.to(w.dtype)[:, None, None, :, None]  # (D, 1, 1, dh, 1)
+        sin = rotary.sin.to(w.dtype)[:, None, None, :, None]
+        qk = w[:2] * cos + rotate_half(w[:2], dim=2) * sin  # (D, 2, heads, dh, C)
+        qk = qk * torch.tensor([self.scale, 1.0], dtype=w.dtype, device=w.device).view(1, 2, 1, 1, 1)
+        v = w[2:].expand(rotary.depth, 1, -1, -1, -1)
+        folded = torch.cat((qk, v), dim=1).flatten(1, 3).transpose(1, 2)
+        if cache:
+            self._folded = (key, folded)
+        return folded
+
+    def attend(self, z: torch.Tensor, position_bias: torch.Tensor, rotary: RotaryTable, fold: bool) -> torch.Tensor:
+        """z: (B, D, N, C) normalised tokens of N columns -> (B, D, N, C) attention output.
+
+        position_bias: (1, heads, D, D); fold: rotary map folded into the weights (see module doc).
+        """
+        b, d, n, _ = z.shape
+        if fold:
+            qkv = torch.matmul(z, self.folded_weight(rotary))
+        else:
+            qkv = F.linear(z, self.to_qkv.weight)
+        q, k, v = qkv.unflatten(-1, (3, self.heads, self.dim_head)).unbind(-3)  # (B, D, N, heads, dh)
+        scale = 1.0
+        if not fold:
+            cos, sin = (u.to(q.dtype)[:, None, None, :] for u in (rotary.cos, rotary.sin))  # (D, 1, 1, dh)
+            q, k = (u * cos + rotate_half(u) * sin for u in (q, k))
+            scale = self.scale
+        # (B * N, heads, D, dh): a view for B = 1 (the CPU blocks); the fused kernels take any strides.
+        q, k, v = (u.permute(0, 2, 3, 1, 4).reshape(b * n, self.heads, d, self.dim_head) for u in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.to(q.dtype), scale=scale)
+        out = out.view(b, n, self.heads, d, self.dim_head).permute(0, 3, 1, 2, 4).reshape(b, d, n, -1)
+        return F.linear(out, self.to_out.weight)
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor, rotary: RotaryTable) -> torch.Tensor:
+        """The attention alone on an already normalised x: (B, C, D, H, W) -> (B, C, D, H, W)."""
+        _, c, _, h, w = x.shape
+        return from_tokens(self.attend(to_tokens(x), position_bias, rotary, fold=c <= h * w), h, w)
+
+    def residual(self, x: torch.Tensor, norm: nn.Module, position_bias: torch.Tensor, rotary: RotaryTable) -> torch.Tensor:
+        """x + self(norm(x)): x (B, C, D, H, W) -> same shape, channels-last."""
         b, c, d, h, w = x.shape
-        tokens = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, d, c)
-        q, k, v = _split_heads(self.to_qkv(tokens), self.heads)
-        q, k = apply_rotary(q, angles), apply_rotary(k, angles)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.to(q.dtype), scale=self.dim_head**-0.5)
-        out = self.to_out(_merge_heads(out))
-        return out.view(b, h, w, d, c).permute(0, 4, 3, 1, 2)
+        tokens = to_tokens(x)
+        fold = c <= h * w  # weights of D * C rows cost less than rotating D * H * W tokens
+        if not blockwise(x) or b * d * h * w <= BLOCK_TOKENS:  # small batches in one go: fewer ops
+            return from_tokens(self.attend(norm.last(tokens), position_bias, rotary, fold).add_(tokens), h, w)
+        out = torch.empty(tokens.shape, dtype=x.dtype)
+        step = max(1, BLOCK_TOKENS // d)
+        for i in range(b):
+            for s in range(0, h * w, step):
+                block = tokens[i : i + 1, :, s : s + step]
+                torch.add(block, self.attend(norm.last(block), position_bias, rotary, fold), out=out[i : i + 1, :, s : s + step])
+        return from_tokens(out, h, w)
 
 
 class SpatialAttention(nn.Module):
@@ -116,39 +128,71 @@ class SpatialAttention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
 
+    def attend(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (S, P, C) normalised tokens of S slices of P = H*W positions -> (S, P, C)."""
+        s, p, _ = z.shape
+        qkv = F.linear(z, self.to_qkv.weight)
+        q, k, v = qkv.unflatten(-1, (3, self.heads, self.dim_head)).permute(2, 0, 3, 1, 4)  # (S, heads, P, dh)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5)
+        return F.linear(out.transpose(1, 2).reshape(s, p, -1), self.to_out.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape
-        tokens = x.permute(0, 2, 3, 4, 1).reshape(b * d, h * w, c)
-        q, k, v = _split_heads(self.to_qkv(tokens), self.heads)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5)
-        out = self.to_out(_merge_heads(out))
-        return out.view(b, d, h, w, c).permute(0, 4, 1, 2, 3)
+        return from_tokens(self.attend(to_tokens(x).reshape(b * d, h * w, c)).view(b, d, h * w, c), h, w)
+
+    def residual(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """x + self(norm(x)): x (B, C, D, H, W) -> same shape, channels-last."""
+        b, c, d, h, w = x.shape
+        tokens = to_tokens(x).reshape(b * d, h * w, c)
+        return from_tokens(self.attend(norm.last(tokens)).add_(tokens).view(b, d, h * w, c), h, w)
 
 
 class SpatialLinearAttention(nn.Module):
     """Linear attention over (y, x) within each slice; cost linear in H*W.
 
     Queries are normalised over features and keys over positions, so the (dh x dh) context
-    k v^T replaces the (HW x HW) attention matrix.
+    k v^T replaces the (HW x HW) attention matrix. Weights keep the published Conv2d shapes.
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int = 32) -> None:
         super().__init__()
         self.heads = heads
+        self.dim_head = dim_head
         self.scale = dim_head**-0.5
         self.to_qkv = nn.Conv2d(dim, 3 * heads * dim_head, 1, bias=False)
         self.to_out = nn.Conv2d(heads * dim_head, dim, 1)
 
+    def attend(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (S, P, C) normalised tokens of S slices of P = H*W positions -> (S, P, C).
+
+        Features-first per slice, (S, heads, dh, P), so that both softmaxes, the context and the
+        output are batched matrix products over contiguous (slice, head) batches with no copies;
+        q, k and v come from three products so that each is contiguous.
+        """
+        s, p, _ = z.shape
+        zt = z.transpose(1, 2)  # (S, C, P), a view
+        weight = self.to_qkv.weight.flatten(1)
+        hd = self.heads * self.dim_head
+        q, k, v = (torch.bmm(weight[i * hd : (i + 1) * hd].expand(s, -1, -1), zt).view(s, self.heads, self.dim_head, p) for i in range(3))
+        q = q.softmax(dim=-2)
+        k = k.softmax(dim=-1)
+        context = torch.matmul(k, v.transpose(-1, -2)).mul_(self.scale)  # (S, heads, dh_k, dh_v)
+        out = torch.matmul(context.transpose(-1, -2), q).view(s, hd, p)  # (S, heads * dh_v, P)
+        return torch.baddbmm(self.to_out.bias, out.transpose(1, 2), self.to_out.weight.flatten(1).t().expand(s, -1, -1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape
-        # The 1x1 convolutions are applied as matmuls over (N, C, H*W): the same function, about
-        # twice as fast on CPU as mkldnn's 1x1 conv. Weights keep their Conv2d shapes (published layout).
-        slices = x.transpose(1, 2).reshape(b * d, c, h * w)
-        qkv = torch.matmul(self.to_qkv.weight.flatten(1), slices)
-        q, k, v = qkv.view(b * d, 3, self.heads, -1, h * w).unbind(1)  # (N, heads, dh, HW)
-        q = q.softmax(dim=-2) * self.scale
-        k = k.softmax(dim=-1)
-        context = k @ v.transpose(-1, -2)  # (N, heads, dh_k, dh_v)
-        out = context.transpose(-1, -2) @ q  # (N, heads, dh_v, HW)
-        out = torch.matmul(self.to_out.weight.flatten(1), out.reshape(b * d, -1, h * w)) + self.to_out.bias[:, None]
-        return out.view(b, d, c, h, w).transpose(1, 2)
+        return from_tokens(self.attend(to_tokens(x).reshape(b * d, h * w, c)).view(b, d, h * w, c), h, w)
+
+    def residual(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """x + self(norm(x)): x (B, C, D, H, W) -> same shape, channels-last."""
+        b, c, d, h, w = x.shape
+        tokens = to_tokens(x).reshape(b * d, h * w, c)
+        if not blockwise(x):
+            return from_tokens(self.attend(norm.last(tokens)).add_(tokens).view(b, d, h * w, c), h, w)
+        out = torch.empty(tokens.shape, dtype=x.dtype)
+        step = max(1, BLOCK_TOKENS // (h * w))  # whole slices: the context sums over a slice
+        for s in range(0, b * d, step):
+            block = tokens[s : s + step]
+            torch.add(block, self.attend(norm.last(block)), out=out[s : s + step])
+        return from_tokens(out.view(b, d, h * w, c), h, w)

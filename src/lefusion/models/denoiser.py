@@ -13,14 +13,9 @@ import torch
 from torch import nn
 
 from ..config import DenoiserConfig
-from .attention import (
-    DepthAttention,
-    RelativePositionBias,
-    SpatialAttention,
-    SpatialLinearAttention,
-    rotary_angles,
-)
-from .layers import PreNormResidual, ResnetBlock, TimeEmbedding, downsample, upsample
+from .attention import DepthAttention, SpatialAttention, SpatialLinearAttention
+from .layers import PreNormResidual, ResnetBlock, TimeEmbedding, downsample, inplane, pointwise, upsample
+from .position import RelativePositionBias, RotaryTable, channels_last
 
 
 class UNetLevel(nn.Module):
@@ -34,11 +29,11 @@ class UNetLevel(nn.Module):
         self.depth_attention = PreNormResidual(dim_out, DepthAttention(dim_out, cfg.attn_heads, cfg.attn_dim_head))
         self.resample = resample
 
-    def features(self, x: torch.Tensor, emb: torch.Tensor, bias: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, emb: torch.Tensor, bias: torch.Tensor, rotary: RotaryTable) -> torch.Tensor:
         """Everything but the resampling layer: (B, dim_in, D, H, W) -> (B, dim_out, D, H, W)."""
         x = self.resnet2(self.resnet1(x, emb), emb)
         x = self.spatial_attention(x)
-        return self.depth_attention(x, position_bias=bias, angles=angles)
+        return self.depth_attention(x, position_bias=bias, rotary=rotary)
 
 
 class Bottleneck(nn.Module):
@@ -49,9 +44,9 @@ class Bottleneck(nn.Module):
         self.depth_attention = PreNormResidual(dim, DepthAttention(dim, cfg.attn_heads, cfg.attn_dim_head))
         self.resnet2 = ResnetBlock(dim, dim, emb_dim, cfg.resnet_groups)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, bias: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, bias: torch.Tensor, rotary: RotaryTable) -> torch.Tensor:
         x = self.spatial_attention(self.resnet1(x, emb))
-        x = self.depth_attention(x, position_bias=bias, angles=angles)
+        x = self.depth_attention(x, position_bias=bias, rotary=rotary)
         return self.resnet2(x, emb)
 
 
@@ -63,6 +58,8 @@ class Denoiser(nn.Module):
         t:    (B,) int64 diffusion step indices in [0, T)
         cond: (B, cond_dim) or (cond_dim,) histogram condition; None uses the learned null condition
         ->    (B, channels, D, H, W) predicted noise
+
+    Inside, activations are channels-last (memory order B, D, H, W, C); the output is contiguous.
     """
 
     def __init__(self, config: DenoiserConfig) -> None:
@@ -97,6 +94,15 @@ class Denoiser(nn.Module):
         )
         self.final_resnet = ResnetBlock(2 * dim, dim, None, cfg.resnet_groups)
         self.final_conv = nn.Conv3d(dim, cfg.channels, 1)
+        self._rotary: dict[tuple[int, torch.device], RotaryTable] = {}
+
+    def rotary(self, depth: int, device: torch.device) -> RotaryTable:
+        """The rotary table for this depth, computed once (it holds no learned values)."""
+        key = (depth, torch.device(device))
+        if key not in self._rotary:
+            attn = self.init_depth_attention.fn
+            self._rotary[key] = RotaryTable(depth, attn.rot_dim, attn.dim_head, device)
+        return self._rotary[key]
 
     def embed(self, t: torch.Tensor, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
         """(B, 4*dim [+ cond_dim]) embedding: time embedding, then the condition (or the null one)."""
@@ -111,21 +117,33 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         depth = x.shape[2]
         bias = self.depth_position_bias(depth, x.device)
-        angles = rotary_angles(depth, self.init_depth_attention.fn.rot_dim, x.device)
+        rotary = self.rotary(depth, x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.embed(t, cond, x.shape[0])
 
-        x = self.init_conv(x)
+        x = inplane(channels_last(x), self.init_conv)
         first = x
-        x = self.init_depth_attention(x, position_bias=bias, angles=angles)
+        x = self.init_depth_attention(x, position_bias=bias, rotary=rotary)
         skips = []
         for level in self.encoder:
-            x = level.features(x, emb, bias, angles)
+            x = level.features(x, emb, bias, rotary)
             skips.append(x)
-            x = level.resample(x)
-        x = self.middle(x, emb, bias, angles)
+            x = x if isinstance(level.resample, nn.Identity) else inplane(x, level.resample)
+        x = self.middle(x, emb, bias, rotary)
         for level in self.decoder:
-            x = level.features(torch.cat((x, skips.pop()), dim=1), emb, bias, angles)
-            x = level.resample(x)
-        return self.final_conv(self.final_resnet(torch.cat((x, first), dim=1)))
+            x = level.features(torch.cat((x, skips.pop()), dim=1), emb, bias, rotary)
+            x = x if isinstance(level.resample, nn.Identity) else inplane(x, level.resample)
+        x = self.final_resnet(torch.cat((x, first), dim=1))
+        return pointwise(x, self.final_conv).contiguous()
+
+
+def compile_denoiser(net: Denoiser, mode: str | None = None) -> nn.Module:
+    """`torch.compile` of a denoiser, for a loop that calls it with one input shape many times.
+
+    mode: None (inductor's default; on CPU it needs a C++ compiler) or e.g. "max-autotune" on CUDA,
+    which also captures CUDA graphs. Shapes are static: a new (B, C, D, H, W) compiles again. The
+    compiled module shares the weights of `net`. Inside the compiled graph the network runs
+    whole tensors instead of blocks (inductor fuses the element-wise work itself).
+    """
+    return torch.compile(net, mode=mode, dynamic=False)
