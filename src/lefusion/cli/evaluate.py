@@ -119,7 +119,9 @@ def add_whole_scan_parser(esub: argparse._SubParsersAction) -> None:
         "--patch-size", type=int, nargs=3, default=[32, 64, 64], metavar=("D", "H", "W"), help="training patch and sliding window, voxels"
     )
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
-    p.add_argument("--foreground-fraction", type=float, default=1 / 3, help="share of training patches centred on a lesion (default 1/3, as nnU-Net)")
+    p.add_argument(
+        "--foreground-fraction", type=float, default=1 / 3, help="share of training patches centred on a lesion (default 1/3, as nnU-Net)"
+    )
     p.add_argument("--width", type=int, help="U-Net base width (default 16)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0)
     p.add_argument("--device", default="auto")
