@@ -16,24 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from .base import KnownRule
-from .fewstep import FewStep, Levels, ddim_variance
+from .ddim import DDIM
 
 
 @dataclass(frozen=True)
-class DDNM(FewStep):
-    """steps K (capped at T), eta in [0, 1] (eq. 16's; 1 = the DDPM posterior of Alg. 1), resampling on the grid."""
+class DDNM(DDIM):
+    """steps K (capped at T), eta in [0, 1] (eq. 16's; 1 = the DDPM posterior of Alg. 1), resampling on the grid.
+
+    DDIM's move and checks; only the known region's rule (projection into x0) and eta's default differ."""
 
     kind: ClassVar[str] = "ddnm"
     known_rule: ClassVar[KnownRule] = "project"
     eta: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-
-    def variance(self, lv: Levels) -> torch.Tensor:
-        return ddim_variance(lv, self.eta)
