@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import bundled_model_dir, load_model
-from .diffusion.sampling import Ancestral
+from .diffusion.sampling import DEFAULT
 from .generation import GenerateConfig, generate_dataset
 from .generation.augment import AugmentConfig
 from .generation.diffusion_methods import LeFusionGenerator
@@ -33,7 +33,7 @@ from .phantoms import write_lung_phantom
 from .phantoms.chest import write_chest_phantom
 
 DEMO_MODEL = "demo_lung"
-DEMO_SAMPLER = Ancestral()  # T = 100 network evaluations per lesion
+DEMO_SAMPLER = DEFAULT  # the default sampler: 25 network evaluations per lesion
 
 
 def demo_model_dir() -> Path:

@@ -60,7 +60,7 @@ def add_augment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", nargs="+", help="texture: K, 'mix' (default), 'all' or a histogram JSON; several make several outputs per scan"
     )
-    add_sampler_args(p, "lefusion: time-travel 10 x 10, as published")
+    add_sampler_args(p, "lefusion: ddnm with 25 steps (--sampler time-travel: the published jump 10 x 10)")
     add_resampling_args(p)
     p.add_argument("--batch-size", type=int, default=4, help="lesions generated together")
     p.add_argument("--device", default="auto")

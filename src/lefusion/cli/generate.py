@@ -60,7 +60,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", nargs="+", help="K (1-based), 'mix' (5:20:75, the default), 'all', or a histogram JSON; several allowed")
     p.add_argument("--presets-file", help="histogram presets JSON for a checkpoint that has none (e.g. lidc_clusters.json)")
-    add_sampler_args(p, "lefusion: time-travel with jump 10 x 10, as published; cond-diffusion: ancestral")
+    add_sampler_args(p, "lefusion: ddnm with 25 steps (--sampler time-travel: the published jump 10 x 10); cond-diffusion: ancestral")
     add_resampling_args(p)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-cases", type=int)

@@ -15,7 +15,7 @@ import torch
 
 from ..data.labels import class_masks
 from .channels import combine_class_channels, mask_channels
-from .sampling import PUBLISHED, KnownRegion, Network, Noise, SamplerConfig
+from .sampling import DEFAULT, KnownRegion, Network, Noise, SamplerConfig
 from .sampling.base import Generators, ProgressFn
 from .schedule import NoiseSchedule
 
@@ -36,7 +36,7 @@ def inpaint_lesions(
     lesion_labels: tuple[int, ...],
     cond: torch.Tensor | None,
     generator: Generators,
-    sampler: SamplerConfig = PUBLISHED,
+    sampler: SamplerConfig = DEFAULT,
     progress: ProgressFn | None = None,
     mask_input: bool = False,
 ) -> torch.Tensor:
@@ -45,7 +45,7 @@ def inpaint_lesions(
     image: (B, 1, D, H, W) in [-1, 1]; label: (B, 1, D, H, W) integer label map; cond:
     (B, K*bins) histogram condition or None; generator: the only source of randomness, on the
     same device as `image`; one generator, or one per sample; sampler: which reverse process
-    (default the release's time travel 10 x 10); mask_input: the network also takes the class
+    (default DDNM with 25 steps; `PUBLISHED` is the release's time travel 10 x 10); mask_input: the network also takes the class
     masks as input channels (`ModelConfig.mask_input`). Returns (B, 1, D, H, W): generated inside
     the lesion, `image` elsewhere.
     """

@@ -25,7 +25,7 @@ from ..device import resolve_device
 from ..diffusion.conditional import EXTRA_KEY, sample_cond_diffusion
 from ..diffusion.inpainting import inpaint_lesions
 from ..diffusion.model import DiffusionModel
-from ..diffusion.sampling import PUBLISHED, Ancestral, SamplerConfig
+from ..diffusion.sampling import DEFAULT, Ancestral, SamplerConfig
 from ..errors import LeFusionError
 from .conditioning import condition_record, conditioned_batch
 from .types import GenerateConfig, Generated, Job, Tick
@@ -56,7 +56,7 @@ class DiffusionMethod:
     model: DiffusionModel
     config: GenerateConfig = field(default_factory=GenerateConfig)
     kind: ClassVar[str] = ""
-    default_sampler: ClassVar[SamplerConfig] = PUBLISHED
+    default_sampler: ClassVar[SamplerConfig] = DEFAULT  # DDNM, 25 evaluations; PUBLISHED is one flag away
 
     def __post_init__(self) -> None:
         require_kind(self.model, self.kind)

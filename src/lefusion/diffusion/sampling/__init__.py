@@ -20,8 +20,11 @@ from .fewstep import FewStep
 from .time_travel import TimeTravel
 
 SAMPLERS: dict[str, type[SamplerConfig]] = {cls.kind: cls for cls in (Ancestral, TimeTravel, DDIM, DDNM, DiffPIR)}
-PUBLISHED = TimeTravel(10, 10)  # the public release's sampler settings
+PUBLISHED = TimeTravel(10, 10)  # the public release's sampler settings: `--sampler time-travel`
 DEFAULT_FEW_STEP = DDNM()  # what --steps alone selects
+# LeFusion's default: 25 network evaluations matched the published 10 x 10 time travel (970 for T = 100,
+# 2,910 for T = 300) in histogram control and seam on the demo model (docs/benchmarks.md, issue #19).
+DEFAULT = DDNM(steps=25)
 
 
 def sampler_from_dict(record: Mapping[str, Any]) -> SamplerConfig:
@@ -40,6 +43,7 @@ def sampler_from_dict(record: Mapping[str, Any]) -> SamplerConfig:
 
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_FEW_STEP",
     "PUBLISHED",
     "SAMPLERS",
