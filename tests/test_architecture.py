@@ -14,7 +14,7 @@ MAX_LINES = 400
 # io -> data -> models/diffusion -> control/masks -> training/generation -> evaluation/export -> cli.
 # Level 0 holds what every layer may use (errors, typed configs, device selection, volumes on disk).
 LAYERS: dict[str, int] = {
-    "errors": 0, "config": 0, "device": 0, "optional": 0, "io": 0,
+    "errors": 0, "config": 0, "device": 0, "optional": 0, "io": 0, "sharding": 0,
     "data": 1, "phantoms": 1,
     "models": 2, "diffusion": 2, "checkpoints": 2,
     "control": 3, "masks": 3, "baselines": 3,

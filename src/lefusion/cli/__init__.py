@@ -17,6 +17,7 @@ from .demo import add_demo_parser
 from .evaluate import add_evaluate_parser
 from .export import add_export_parser
 from .generate import add_generate_parser
+from .manifest import add_manifest_parser
 from .masks import add_masks_parser
 from .phantom import add_phantom_parser
 from .place import add_place_parser
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_place_parser,
         add_augment_parser,
         add_masks_parser,
+        add_manifest_parser,
         add_evaluate_parser,
         add_export_parser,
         add_demo_parser,

@@ -13,7 +13,7 @@ from ..generation import GenerateConfig, MethodRequest, build_method
 from ..generation.augment import AugmentConfig
 from ..generation.methods import expand_presets
 from ..jobs import NnunetTarget, run_augment
-from .common import add_resampling_args, add_sampler_args, sampler_from_args
+from .common import add_resampling_args, add_sampler_args, add_shard_arg, sampler_from_args, shard_from_args
 from .place import add_place_args, place_config_from_args
 from .shapes import shape_source_from_args
 
@@ -21,6 +21,7 @@ from .shapes import shape_source_from_args
 def _augment(args: argparse.Namespace) -> int:
     if (args.nnunet_id is None) != (args.name is None):
         raise LeFusionError("--nnunet-id and --name go together (nnU-Net's DatasetNNN_NAME)")
+    shard = shard_from_args(args)
     model = load_model(args.checkpoint)
     generate = GenerateConfig(
         presets=tuple(args.preset or ["mix"]),
@@ -38,7 +39,7 @@ def _augment(args: argparse.Namespace) -> int:
     )
     shapes, record = shape_source_from_args(args)
     nnunet = NnunetTarget(args.nnunet_id, args.name) if args.nnunet_id is not None else None
-    result, exported = run_augment(args.scans, args.out, method, shapes, record, config, nnunet)
+    result, exported = run_augment(args.scans, args.out, method, shapes, record, config, nnunet, shard=shard)
     for error in result.failed.values():
         print(f"lefusion: error: {error}", file=sys.stderr)
     print(
@@ -67,4 +68,5 @@ def add_augment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-previews", action="store_true", help="skip the PNG per scan")
     p.add_argument("--nnunet-id", type=int, help="also write OUT/nnUNet_raw/DatasetNNN_NAME with every augmented scan as a training case")
     p.add_argument("--name", help="nnU-Net dataset name (with --nnunet-id)")
+    add_shard_arg(p)
     p.set_defaults(handler=_augment)

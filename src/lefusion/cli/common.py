@@ -7,6 +7,7 @@ import argparse
 from ..config import DenoiserConfig
 from ..diffusion.sampling import DEFAULT_FEW_STEP, SAMPLERS, SamplerConfig, TimeTravel, sampler_from_dict
 from ..errors import LeFusionError
+from ..sharding import Shard, resolve_shard
 
 
 def add_architecture_args(p: argparse.ArgumentParser, dim: int, dim_mults: list[int], heads: int, dim_head: int, timesteps: int) -> None:
@@ -95,3 +96,19 @@ def threshold(text: str) -> float | str:
         return float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected 'size' or a number in [-1, 1], got {text!r}") from exc
+
+
+def add_shard_arg(p: argparse.ArgumentParser) -> None:
+    """--shard K/N: this process's share of the cases (docs/cluster.md)."""
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run shard K of N (0 <= K < N) into the shared --out; default: RANK/WORLD_SIZE under torchrun, else the whole job. "
+        "The shards' outputs together are an unsharded run's; `lefusion manifest merge OUT` joins their manifests "
+        "(automatic when the last shard finishes)",
+    )
+
+
+def shard_from_args(args: argparse.Namespace) -> Shard | None:
+    """The shard to run: --shard, else torchrun's RANK / WORLD_SIZE, else None (the whole job)."""
+    return resolve_shard(args.shard)

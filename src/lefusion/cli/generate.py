@@ -11,10 +11,11 @@ from ..control.presets import read_presets
 from ..errors import LeFusionError
 from ..generation import METHODS, GenerateConfig, MethodRequest, build_method, generate_dataset
 from ..generation.methods import expand_presets
-from .common import add_resampling_args, add_sampler_args, sampler_from_args
+from .common import add_resampling_args, add_sampler_args, add_shard_arg, sampler_from_args, shard_from_args
 
 
 def _generate(args: argparse.Namespace) -> int:
+    shard = shard_from_args(args)
     model = load_model(args.checkpoint, weights=args.weights) if args.checkpoint else None
     if model is not None and args.presets_file:
         model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
@@ -35,7 +36,7 @@ def _generate(args: argparse.Namespace) -> int:
     texture = list(zip(args.texture[::2], args.texture[1::2])) if args.texture else None
     method = build_method(args.method, MethodRequest(Path(args.data), config, model, args.donors, texture, args.smoothing))
     config = dataclasses.replace(config, presets=expand_presets(args.preset, method))
-    manifest = generate_dataset(method, args.data, args.out, config)
+    manifest = generate_dataset(method, args.data, args.out, config, shard=shard)
     print(f"outputs in {args.out} (manifest: {manifest})")
     return 0
 
@@ -65,6 +66,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-cases", type=int)
     p.add_argument("--device", default="auto")
+    add_shard_arg(p)
     p.add_argument(
         "--donors",
         help="baselines: dataset root whose pathological training cases give the real lesions "

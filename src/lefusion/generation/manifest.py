@@ -16,7 +16,7 @@ from typing import Any
 
 from ..diffusion.sampling import Ancestral, TimeTravel
 from ..errors import LeFusionError
-from ..io import atomic_write_text
+from ..sharding import shard_files
 
 MANIFEST = "manifest.json"
 _LEGACY_SAMPLER_KEYS = ("jump_length", "jump_n_sample")
@@ -66,5 +66,12 @@ def open_manifest(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "settings": settings}
 
 
-def write_manifest(path: Path, manifest: dict[str, Any], header: dict[str, Any]) -> Path:
-    return atomic_write_text(path, json.dumps({**manifest, **header}, indent=2))
+def recorded_outputs(path: Path, settings: dict[str, Any], skip: Path) -> dict[str, Any]:
+    """Output entries recorded by the other runs into the same folder: the manifest at `path` and
+    every shard's (`lefusion.sharding`), except the file `skip`; each must have `settings`."""
+    files = [path, *(f for per_count in shard_files(path).values() for f in per_count.values())]
+    found: dict[str, Any] = {}
+    for file in files:
+        if file != skip and file.is_file():
+            found.update(open_manifest(file, settings)["outputs"])
+    return found

@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from ..data.scans import Scan, find_scans, organ_mask_path
 from ..errors import LeFusionError
-from ..io import Volume, atomic_target, atomic_write_text, read_volume, write_volume
+from ..io import Volume, atomic_target, read_volume, write_volume
+from ..sharding import Shard, merge_shards, record_path, write_shard_record
 from .organs import lung_mask, read_organ_mask
 from .placing import Placer, place_lesions
 from .shapes import ShapeSource
@@ -74,10 +75,15 @@ def organ_mask(scan: Scan, image: Volume, organ_dir: Path | None, labels: tuple[
     return mask, f"{path} labels {shown}"
 
 
+def placed_image_name(scan: Scan) -> str:
+    """The file name of a scan in images/ (a DICOM series becomes NAME.nii.gz)."""
+    return f"{scan.name}.nii.gz" if scan.image.is_dir() else scan.image.name
+
+
 def _copy_scan(scan: Scan, image: Volume, target_dir: Path) -> Path:
     """The scan in images/: the same file (hard link or copy), or NIfTI for a DICOM series."""
     if scan.image.is_dir():
-        return write_volume(image, target_dir / f"{scan.name}.nii.gz")
+        return write_volume(image, target_dir / placed_image_name(scan))
     target = target_dir / scan.image.name
     target_dir.mkdir(parents=True, exist_ok=True)
     with atomic_target(target, "".join(scan.image.suffixes)) as tmp:
@@ -139,22 +145,29 @@ def place_dataset(
     source_record: dict[str, Any],
     organ_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    shard: Shard | None = None,
+    scans_per_group: int = 1,
 ) -> tuple[Path, dict[str, str]]:
     """Place lesions in every scan of `scans_dir`; returns (lesions.json path, {scan: error} of the
-    scans that could not be served)."""
+    scans that could not be served). shard: only the scans of its groups (`scans_per_group`
+    consecutive scans of the sorted list each; `lefusion.sharding`), recorded in its own
+    lesions.shard-K-of-N.json. A scan's lesions depend on the seed and its name only."""
     out = Path(out)
     scans = find_scans(scans_dir)
+    scans = [s for i, s in enumerate(scans) if shard is None or shard.takes(i // scans_per_group)]
     organ = Path(organ_dir) if organ_dir is not None else None
     settings = json.loads(
         json.dumps({"scans": str(scans_dir), "organ_masks": str(organ) if organ else None, **asdict(config), "shapes": source_record})
     )
     path = out / LESIONS_JSON
     record: dict[str, Any] = {"settings": settings, "scans": {}, "failed": {}}
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous.get("settings") != settings:
-            raise LeFusionError(f"{path}: this folder was made with other placement settings; use a new --out")
-        record["scans"] = {k: v for k, v in previous.get("scans", {}).items() if (out / v["mask"]).is_file()}
+    for previous_path in (path, record_path(path, shard)):  # a merged record, then the shard's own
+        if previous_path.is_file():
+            previous = json.loads(previous_path.read_text())
+            if previous.get("settings") != settings:
+                raise LeFusionError(f"{previous_path}: this folder was made with other placement settings; use a new --out")
+            ours = {s.name for s in scans}
+            record["scans"].update({k: v for k, v in previous.get("scans", {}).items() if k in ours and (out / v["mask"]).is_file()})
     failed: dict[str, str] = {}
     for scan in scans:
         if scan.name in record["scans"]:
@@ -166,6 +179,8 @@ def place_dataset(
         if progress is not None:
             progress(scan.name)
         record["failed"] = failed
-        atomic_write_text(path, json.dumps(record, indent=2))
-    atomic_write_text(path, json.dumps({**record, "failed": failed}, indent=2))
-    return path, failed
+        write_shard_record(path, record, shard, complete=False)
+    own = write_shard_record(path, {**record, "failed": failed}, shard, complete=True)
+    if shard is not None:
+        merge_shards(path, strict=False)
+    return own, failed
