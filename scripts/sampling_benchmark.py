@@ -309,23 +309,41 @@ def table(model, results: list[dict], reference: dict, args) -> str:
     return "\n".join([head, *lines])
 
 
-def plot(model, results: list[dict], path: Path, args) -> None:
+def plain(row: dict) -> bool:
+    """A sampler at its own defaults apart from its step count (no resampling, default eta / zeta)."""
+    settings = {k: v for k, v in row["sampler"].items() if k not in ("kind", "steps")}
+    default = dataclasses.asdict(type(parse_row(row["sampler"]["kind"])[0])())
+    return row["sampler"]["kind"] == "time-travel" or all(default.get(k) == v for k, v in settings.items())
+
+
+def plot(model, results: list[dict], path: Path, args, reference: dict | None = None) -> None:
+    """One panel per figure against evaluations: a line per sampler through its plain rows, its
+    variants (resampling, other eta / zeta) as open markers, real lesions' value dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = ["shape_distance", "size_within_20"] if model.kind == "diffmask" else ["w1_own", "nearest_own", "swd", "edge"]
+    real = {"edge": (reference or {}).get("edge"), "swd": (reference or {}).get("swd_real_halves")}
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4))
     for ax, key in zip(np.atleast_1d(axes), keys):
-        for kind in dict.fromkeys(r["sampler"]["kind"] for r in results):
+        for i, kind in enumerate(dict.fromkeys(r["sampler"]["kind"] for r in results)):
+            colour = f"C{i}"
             rs = sorted((r for r in results if r["sampler"]["kind"] == kind), key=lambda r: r["evaluations"])
-            ax.plot([r["evaluations"] for r in rs], [r[key] for r in rs], "o-" if kind not in ("ancestral",) else "s", label=kind)
+            main = [r for r in rs if plain(r) and r["seed"] == 0]
+            ax.plot(
+                [r["evaluations"] for r in main], [r[key] for r in main], "s" if kind == "ancestral" else "o-", color=colour, label=kind
+            )
+            other = [r for r in rs if r not in main]
+            ax.plot([r["evaluations"] for r in other], [r[key] for r in other], "o", mfc="none", color=colour)
+        if real.get(key) is not None:
+            ax.axhline(real[key], ls="--", color="grey", lw=1, label="real" if key == "edge" else "real vs real")
         ax.set_xscale("log")
         ax.set_xlabel("network evaluations per lesion")
         ax.set_title(key)
     np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.suptitle(f"{args.model}: quality against network evaluations")
+    fig.suptitle(f"{args.model}: quality against network evaluations (open: resampling / other eta, zeta, seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -367,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "table.md").write_text(report)
     (args.out / "results.json").write_text(json.dumps({"reference": reference, "rows": results}, indent=2))
     if not args.timing_only:
-        plot(model, results, args.out / "plot.png", args)
+        plot(model, results, args.out / "plot.png", args, reference)
     print(report)
     return 0
 
