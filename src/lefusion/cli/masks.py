@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,8 @@ def _train(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     checkpoint = train_diffmask(load_training_masks(args.masks), args.out, config, denoiser_from_args(args), args.timesteps)
-    print(f"checkpoint: {checkpoint}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
+        print(f"checkpoint: {checkpoint}")
     return 0
 
 

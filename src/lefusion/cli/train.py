@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import ScheduleConfig
 from ..training import TrainConfig, train_on_folder
@@ -40,7 +41,8 @@ def _train(args: argparse.Namespace) -> int:
         mask_input=args.mask_input,
         roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
     )
-    print(f"checkpoint: {checkpoint}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
+        print(f"checkpoint: {checkpoint}")
     return 0
 
 
