@@ -22,7 +22,7 @@ from lefusion.models import Denoiser
 from lefusion.phantoms import write_lung_phantom
 from lefusion.training import DiffMaskTrainConfig, TrainConfig, train_diffmask
 from lefusion.training.batches import LesionBatchDraw
-from lefusion.training.distributed import distributed
+from lefusion.training.distributed import Distributed, distributed
 from lefusion.training.run import train_on_folder, training_dataset
 from lefusion.training.session import step_generator
 from lefusion.training.state import load_state
@@ -123,13 +123,17 @@ def _gradients(data: Path, batch_size: int) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Denoiser(dataclasses.replace(TINY, channels=1, cond_dim=conventions.preprocess.hist_bins))
-    schedule = NoiseSchedule(SCHEDULE)
     with distributed("cpu") as ddp:
-        network = ddp.wrap(model, find_unused_parameters=True)
-        b = LesionBatchDraw(dataset, batch_size, schedule.num_timesteps, ddp.part(batch_size))(step_generator(0, 0))
-        loss = diffusion_loss(network, schedule, b["x"], b["t"], b["noise"], b["hist"], b["masks"], "l1")
-        (loss * ddp.loss_weight(batch_size)).backward()
+        _backward(ddp, model, dataset, batch_size)  # the DDP wrapper lives only in there, as in the trainer
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _backward(ddp: Distributed, model: Denoiser, dataset, batch_size: int) -> None:
+    schedule = NoiseSchedule(SCHEDULE)
+    network = ddp.wrap(model, find_unused_parameters=True)
+    b = LesionBatchDraw(dataset, batch_size, schedule.num_timesteps, ddp.part(batch_size))(step_generator(0, 0))
+    loss = diffusion_loss(network, schedule, b["x"], b["t"], b["noise"], b["hist"], b["masks"], "l1")
+    (loss * ddp.loss_weight(batch_size)).backward()
 
 
 def _gradient_rank(rank: int, world: int, port: int, data: Path, batch_sizes: tuple[int, ...], out: Path) -> None:

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoints.format import save_checkpoint
-from ..config import PREDICTIONS, DenoiserConfig, Prediction
+from ..config import PREDICTIONS, DenoiserConfig, ModelConfig, Prediction
 from ..diffusion.channels import with_context
 from ..diffusion.losses import global_loss, prediction_target
 from ..diffusion.process import q_sample
@@ -35,7 +35,7 @@ from ..errors import LeFusionError
 from ..masks.control_region import CONDITIONING, CONTROL_KINDS, SPACING_MM, ControlKind, mask_control, mask_form, pack_forms
 from ..masks.diffmask import diffmask_model_config
 from .batches import MicroBatches, micro_batches
-from .distributed import distributed
+from .distributed import Distributed, distributed
 from .session import open_run
 
 CHECKPOINT_DIR = "checkpoint"
@@ -196,43 +196,58 @@ def train_diffmask(
     model_config = diffmask_model_config(denoiser, timesteps, cfg.box, cfg.prediction)
     masks, counts = prepare_masks(_load_masks(train_npz), cfg.box, cfg.clipped)
     with distributed(cfg.device) as ddp:
-        ddp.check_batch(cfg.batch_size)
-        device = ddp.device
-        run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
-        model, schedule, start = run.model, run.schedule, run.start
-        network = ddp.wrap(model)
-        draw = DiffMaskBatchDraw(masks, cfg.batch_size, schedule.num_timesteps, cfg.control, ddp.part(cfg.batch_size))
-        batches = micro_batches(MicroBatches(draw, cfg.seed), start, cfg.steps, cfg.workers, device.type == "cuda")
-        weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process
+        # in a function of its own, so that its DDP wrapper is freed before the process group is
+        checkpoint = _train_steps(ddp, masks, counts, model_config, cfg, timesteps, run_dir, progress)
+    return checkpoint
 
-        model.train()
-        bar = tqdm(
-            range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffmask", disable=not (progress and ddp.is_main), unit="step"
+
+def _train_steps(
+    ddp: Distributed,
+    masks: np.ndarray,
+    counts: dict[str, Any],
+    model_config: ModelConfig,
+    cfg: DiffMaskTrainConfig,
+    timesteps: int,
+    run_dir: Path,
+    progress: bool,
+) -> Path:
+    ddp.check_batch(cfg.batch_size)
+    device = ddp.device
+    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
+    model, schedule, start = run.model, run.schedule, run.start
+    network = ddp.wrap(model)
+    draw = DiffMaskBatchDraw(masks, cfg.batch_size, schedule.num_timesteps, cfg.control, ddp.part(cfg.batch_size))
+    batches = micro_batches(MicroBatches(draw, cfg.seed), start, cfg.steps, cfg.workers, device.type == "cuda")
+    weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process
+
+    model.train()
+    bar = tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffmask", disable=not (progress and ddp.is_main), unit="step"
+    )
+    t0 = time.perf_counter()
+    for step in bar:
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        x0, t, noise = batch["x0"], batch["t"], batch["noise"]
+        pred = network(with_context(q_sample(schedule, x0, t, noise), batch["sphere"]), t, None)
+        loss = global_loss(pred, prediction_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
+        (loss * weight).backward()
+        total = ddp.batch_mean(float(loss.item()), cfg.batch_size)
+        run.finish_step(
+            step,
+            total,
+            steps=cfg.steps,
+            save_every=cfg.save_every,
+            max_grad_norm=cfg.max_grad_norm,
+            ema_every=cfg.ema_every,
+            ema_start=cfg.ema_start,
+            ema_decay=cfg.ema_decay,
+            seconds=time.perf_counter() - t0,
         )
-        t0 = time.perf_counter()
-        for step in bar:
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            x0, t, noise = batch["x0"], batch["t"], batch["noise"]
-            pred = network(with_context(q_sample(schedule, x0, t, noise), batch["sphere"]), t, None)
-            loss = global_loss(pred, prediction_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
-            (loss * weight).backward()
-            total = ddp.batch_mean(float(loss.item()), cfg.batch_size)
-            run.finish_step(
-                step,
-                total,
-                steps=cfg.steps,
-                save_every=cfg.save_every,
-                max_grad_norm=cfg.max_grad_norm,
-                ema_every=cfg.ema_every,
-                ema_start=cfg.ema_start,
-                ema_decay=cfg.ema_decay,
-                seconds=time.perf_counter() - t0,
-            )
-            bar.set_postfix(loss=f"{total:.4f}")
-        checkpoint = run_dir / CHECKPOINT_DIR
-        if ddp.is_main:
-            save_checkpoint(checkpoint, model_config, run.ema.state_dict(), _checkpoint_extra(cfg, counts, masks, timesteps))
-        ddp.barrier()  # every rank returns once the checkpoint is complete
+        bar.set_postfix(loss=f"{total:.4f}")
+    checkpoint = run_dir / CHECKPOINT_DIR
+    if ddp.is_main:
+        save_checkpoint(checkpoint, model_config, run.ema.state_dict(), _checkpoint_extra(cfg, counts, masks, timesteps))
+    ddp.barrier()  # every rank returns once the checkpoint is complete
     return checkpoint
 
 

@@ -140,6 +140,11 @@ def distributed(device: str | torch.device = "auto") -> Iterator[Distributed]:
         requested = torch.device("cuda", local)
     dist.init_process_group("nccl" if requested.type == "cuda" else "gloo", init_method="env://")
     try:
-        yield _current(requested)
+        current = _current(requested)
+        yield current
+        # no rank tears the group down while another still has collectives in flight (a gloo
+        # group destroyed under a peer's pending work hangs); DDP wrappers made in the block
+        # should be gone by now, which is why the trainers build theirs in a function of their own
+        current.barrier()
     finally:
         dist.destroy_process_group()

@@ -29,7 +29,7 @@ from ..diffusion.losses import diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
 from .batches import LesionBatchDraw, MicroBatches, micro_batches
-from .distributed import distributed
+from .distributed import Distributed, distributed
 from .session import open_run
 
 CHECKPOINT_DIR = "checkpoint"
@@ -103,52 +103,58 @@ def train(
         )
     if model_config.kind != cfg.method:
         raise LeFusionError(f"--method {cfg.method} trains {cfg.method} models, but the model config is a {model_config.kind} model")
-    cond_diffusion = model_config.kind == "cond-diffusion"
     with distributed(cfg.device) as ddp:
-        ddp.check_batch(cfg.batch_size)
-        device = ddp.device
-        run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
-        model, schedule, start = run.model, run.schedule, run.start
-        # the learned null condition gets no gradient while every batch carries its histogram
-        network = ddp.wrap(model, find_unused_parameters=model_config.denoiser.cond_dim > 0)
-        draw = LesionBatchDraw(dataset, cfg.batch_size, schedule.num_timesteps, ddp.part(cfg.batch_size))
-        batches = micro_batches(MicroBatches(draw, cfg.seed, cfg.grad_accum), start, cfg.steps, cfg.workers, device.type == "cuda")
-        weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process: its losses are as before
+        # in a function of its own, so that its DDP wrapper is freed before the process group is
+        checkpoint = _train_steps(ddp, dataset, model_config, cfg, run_dir, progress)
+    return checkpoint
 
-        bar = tqdm(
-            range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not (progress and ddp.is_main), unit="step"
+
+def _train_steps(
+    ddp: Distributed, dataset: LesionRoiDataset, model_config: ModelConfig, cfg: TrainConfig, run_dir: Path, progress: bool
+) -> Path:
+    cond_diffusion = model_config.kind == "cond-diffusion"
+    ddp.check_batch(cfg.batch_size)
+    device = ddp.device
+    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
+    model, schedule, start = run.model, run.schedule, run.start
+    # the learned null condition gets no gradient while every batch carries its histogram
+    network = ddp.wrap(model, find_unused_parameters=model_config.denoiser.cond_dim > 0)
+    draw = LesionBatchDraw(dataset, cfg.batch_size, schedule.num_timesteps, ddp.part(cfg.batch_size))
+    batches = micro_batches(MicroBatches(draw, cfg.seed, cfg.grad_accum), start, cfg.steps, cfg.workers, device.type == "cuda")
+    weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process: its losses are as before
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not (progress and ddp.is_main), unit="step")
+    t0 = time.perf_counter()
+    for step in bar:
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            with ddp.sync_gradients(network, sync=micro == cfg.grad_accum - 1):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+                    loss = _loss(network, schedule, batch, model_config, cfg)
+                (loss * weight / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
+        total = ddp.batch_mean(total, cfg.batch_size)
+        run.finish_step(
+            step,
+            total,
+            steps=cfg.steps,
+            save_every=cfg.save_every,
+            max_grad_norm=cfg.max_grad_norm,
+            ema_every=cfg.ema_every,
+            ema_start=cfg.ema_start,
+            ema_decay=cfg.ema_decay,
+            seconds=time.perf_counter() - t0,
         )
-        t0 = time.perf_counter()
-        for step in bar:
-            total = 0.0
-            for micro in range(cfg.grad_accum):
-                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-                with ddp.sync_gradients(network, sync=micro == cfg.grad_accum - 1):
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-                        loss = _loss(network, schedule, batch, model_config, cfg)
-                    (loss * weight / cfg.grad_accum).backward()
-                total += loss.item() / cfg.grad_accum
-            total = ddp.batch_mean(total, cfg.batch_size)
-            run.finish_step(
-                step,
-                total,
-                steps=cfg.steps,
-                save_every=cfg.save_every,
-                max_grad_norm=cfg.max_grad_norm,
-                ema_every=cfg.ema_every,
-                ema_start=cfg.ema_start,
-                ema_decay=cfg.ema_decay,
-                seconds=time.perf_counter() - t0,
-            )
-            bar.set_postfix(loss=f"{total:.4f}")
-        checkpoint = run_dir / CHECKPOINT_DIR
-        if ddp.is_main:
-            final = dataclasses.replace(model_config, loss=cfg.loss)
-            extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
-            if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
-                extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
-            save_checkpoint(checkpoint, final, run.ema.state_dict(), extra)
-        ddp.barrier()  # every rank returns once the checkpoint is complete
+        bar.set_postfix(loss=f"{total:.4f}")
+    checkpoint = run_dir / CHECKPOINT_DIR
+    if ddp.is_main:
+        final = dataclasses.replace(model_config, loss=cfg.loss)
+        extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
+        if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
+            extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
+        save_checkpoint(checkpoint, final, run.ema.state_dict(), extra)
+    ddp.barrier()  # every rank returns once the checkpoint is complete
     return checkpoint
 
 
