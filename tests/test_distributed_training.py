@@ -116,16 +116,20 @@ def _norm_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return ((flat_b - flat_a).norm() / flat_a.norm()).item()
 
 
-def _gradients(data: Path, batch_size: int) -> dict[str, torch.Tensor]:
-    """One lesion-loss backward pass of a global batch through the training helpers (DDP under torchrun)."""
+def _gradients(data: Path, batch_sizes: tuple[int, ...]) -> dict[str, dict[str, torch.Tensor]]:
+    """Per batch size, one lesion-loss backward pass of a global batch through the training helpers
+    (DDP under torchrun; one process group for all, as a process joins a group once)."""
     conventions = conventions_for(data, None, PreprocessConfig(roi_shape=ROI))
     dataset = training_dataset(data, conventions)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Denoiser(dataclasses.replace(TINY, channels=1, cond_dim=conventions.preprocess.hist_bins))
+    out = {}
     with distributed("cpu") as ddp:
-        _backward(ddp, model, dataset, batch_size)  # the DDP wrapper lives only in there, as in the trainer
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        for batch_size in batch_sizes:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = Denoiser(dataclasses.replace(TINY, channels=1, cond_dim=conventions.preprocess.hist_bins))
+            _backward(ddp, model, dataset, batch_size)  # the DDP wrapper lives only in there, as in the trainer
+            out[str(batch_size)] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out
 
 
 def _backward(ddp: Distributed, model: Denoiser, dataset, batch_size: int) -> None:
@@ -139,7 +143,7 @@ def _backward(ddp: Distributed, model: Denoiser, dataset, batch_size: int) -> No
 def _gradient_rank(rank: int, world: int, port: int, data: Path, batch_sizes: tuple[int, ...], out: Path) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    grads = {str(b): _gradients(data, b) for b in batch_sizes}
+    grads = _gradients(data, batch_sizes)
     if rank == 0:
         torch.save(grads, out)
 
@@ -173,9 +177,9 @@ def two_process_run(lung, tmp_path_factory) -> Path:
 def test_two_process_gradient_is_the_one_process_gradient(lung, tmp_path):
     out, sizes = tmp_path / "grads.pt", (4, 3)  # 3: uneven slices (2 and 1 samples), weighted by loss_weight
     mp.spawn(_gradient_rank, args=(2, _free_port(), lung, sizes, out), nprocs=2, join=True)
-    two = torch.load(out, weights_only=True)
+    one, two = _gradients(lung, sizes), torch.load(out, weights_only=True)
     for batch_size in sizes:
-        single, double = _gradients(lung, batch_size), two[str(batch_size)]
+        single, double = one[str(batch_size)], two[str(batch_size)]
         assert single.keys() == double.keys() and "null_cond" not in single  # unused in training, on both
         diff = _norm_rel_diff(single, double)
         print(f"batch {batch_size}: gradient 1 vs 2 processes, relative norm difference {diff:.2e}")
