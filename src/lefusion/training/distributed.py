@@ -129,6 +129,8 @@ def distributed(device: str | torch.device = "auto") -> Iterator[Distributed]:
     device: as `TrainConfig.device`; under torchrun a CUDA device becomes cuda:LOCAL_RANK (one
     GPU per process; choose them with CUDA_VISIBLE_DEVICES) and the backend NCCL, a CPU device
     uses gloo. A process group that is already up (e.g. a caller's own) is used and left up.
+    A process joins one group: a second one on the same MASTER_PORT after this one is destroyed
+    can hang (gloo), so call one training run per torchrun process, as the CLI does.
     """
     requested = resolve_device(device)
     if dist.is_initialized() or not launched_by_torchrun():
