@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,11 @@ def _train(args: argparse.Namespace) -> int:
         ema_every=args.ema_every,
         save_every=args.save_every,
         device=args.device,
+        workers=args.workers,
     )
     checkpoint = train_diffmask(load_training_masks(args.masks), args.out, config, denoiser_from_args(args), args.timesteps)
-    print(f"checkpoint: {checkpoint}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
+        print(f"checkpoint: {checkpoint}")
     return 0
 
 
@@ -155,7 +158,7 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="run folder (resumes if it holds a saved state)")
     p.add_argument("--steps", type=int, default=10000)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="global batch: under torchrun each process takes its share")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--box", type=int, nargs=3, default=[32, 32, 32], metavar=("D", "H", "W"), help="centre crop of the masks, 1 mm voxels")
@@ -178,6 +181,7 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-every", type=int, default=1)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes building batches ahead (same batches as 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_architecture_args(p, dim=32, dim_mults=[1, 2, 4], heads=4, dim_head=32, timesteps=100)
     p.set_defaults(handler=_train)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import ScheduleConfig
 from ..training import TrainConfig, train_on_folder
@@ -26,6 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         amp=args.amp,
         device=args.device,
         method=args.method,
+        workers=args.workers,
     )
     checkpoint = train_on_folder(
         args.data,
@@ -39,7 +41,8 @@ def _train(args: argparse.Namespace) -> int:
         mask_input=args.mask_input,
         roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
     )
-    print(f"checkpoint: {checkpoint}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
+        print(f"checkpoint: {checkpoint}")
     return 0
 
 
@@ -48,7 +51,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root: LeFusion LIDC / EMIDEC layout, images+masks folders, nnU-Net raw")
     p.add_argument("--out", required=True, help="run folder (resumes if it holds a saved state)")
     p.add_argument("--steps", type=int, default=50000)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="the global batch of one micro-step: under `torchrun --nproc_per_node N` each process takes its share, "
+        "so N processes take the steps of one process (docs/cluster.md)",
+    )
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ema-start", type=int, default=0, help="step at which EMA averaging starts (release: 2000)")
@@ -71,7 +80,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--loss-type", choices=["l1", "l2"], default="l1")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda; under torchrun each process uses cuda:LOCAL_RANK")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes building batches ahead of the GPU (same batches as 0)")
     add_architecture_args(p, dim=64, dim_mults=[1, 2, 4, 8], heads=8, dim_head=32, timesteps=300)  # release: LIDC
     p.add_argument(
         "--mask-input",

@@ -112,7 +112,16 @@ def random_flip(batch: dict, generator: torch.Generator) -> dict:
     if not present:
         raise ValueError(f"batch has none of the spatial keys {SPATIAL_KEYS}")
     size = batch[present[0]].shape[0]
-    flip = torch.rand(size, generator=generator, device=generator.device) < 0.5
+    return flip_samples(batch, torch.rand(size, generator=generator, device=generator.device) < 0.5)
+
+
+def flip_samples(batch: dict, flip: torch.Tensor) -> dict:
+    """Flip the samples of a collated batch where flip (B,) bool is True along y (dim -2); every
+    spatial tensor of a sample flips together. Returns a new dict; other entries pass through."""
+    present = [key for key in SPATIAL_KEYS if key in batch]
+    if not present:
+        raise ValueError(f"batch has none of the spatial keys {SPATIAL_KEYS}")
+    size = flip.shape[0]
     out = dict(batch)
     for key in present:
         tensor = batch[key]

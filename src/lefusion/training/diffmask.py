@@ -9,14 +9,16 @@ a mask model). See :mod:`lefusion.masks.diffmask` for why masks are better serve
 
 Like :mod:`lefusion.training.trainer`, every random draw of step s comes from a generator seeded
 by (seed, s), so a run killed and resumed from its last saved state reproduces the uninterrupted
-run exactly; weights, EMA weights, optimizer and step are saved atomically.
+run exactly; weights, EMA weights, optimizer and step are saved atomically. Under torchrun it
+trains data-parallel the same way (`batch_size` global, each rank its slice; see
+:mod:`lefusion.training.distributed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,15 +27,16 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoints.format import save_checkpoint
-from ..config import PREDICTIONS, DenoiserConfig, Prediction
-from ..device import resolve_device
+from ..config import PREDICTIONS, DenoiserConfig, ModelConfig, Prediction
 from ..diffusion.channels import with_context
 from ..diffusion.losses import global_loss, prediction_target
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
 from ..masks.control_region import CONDITIONING, CONTROL_KINDS, SPACING_MM, ControlKind, mask_control, mask_form, pack_forms
 from ..masks.diffmask import diffmask_model_config
-from .session import open_run, step_generator
+from .batches import MicroBatches, micro_batches
+from .distributed import Distributed, distributed
+from .session import open_run
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -69,6 +72,7 @@ class DiffMaskTrainConfig:
     save_every: int = 250
     max_grad_norm: float | None = 1.0
     device: str = "auto"
+    workers: int = 0  # DataLoader processes building batches ahead; the batches are the same for any number
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "box", tuple(int(v) for v in self.box))
@@ -125,20 +129,41 @@ def augment(mask: np.ndarray, flips: torch.Tensor, quarter_turns: int) -> np.nda
     return np.ascontiguousarray(np.rot90(out, k=quarter_turns, axes=(1, 2)))
 
 
-def make_batch(masks: np.ndarray, size: int, gen: torch.Generator, control: ControlKind = "sphere") -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    masks: np.ndarray, size: int, gen: torch.Generator, control: ControlKind = "sphere", part: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw `size` masks with replacement, augment, build control regions -> (x0, control) each
-    (size, 1, D, H, W) float32 in [-1, 1]. Draw order from `gen`: indices, flips, turns."""
+    (n, 1, D, H, W) float32 in [-1, 1], for the n samples of `part` (default all: n = size).
+    Draw order from `gen`, always for all `size`: indices, flips, turns."""
     index = torch.randint(len(masks), (size,), generator=gen)
     flips = torch.rand((size, 3), generator=gen) < 0.5
     square = masks.shape[2] == masks.shape[3]
     turns = torch.randint(4, (size,), generator=gen) if square else 2 * torch.randint(2, (size,), generator=gen)
     x0, spheres = [], []
-    for i in range(size):
+    for i in range(size)[part]:
         m = augment(masks[int(index[i])], flips[i], int(turns[i]))
         x0.append(m)
         spheres.append(mask_control(m, control, SPACING_MM))
     as_signed = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32)) * 2 - 1  # noqa: E731
     return as_signed(x0), as_signed(spheres)
+
+
+@dataclass(frozen=True)
+class DiffMaskBatchDraw:
+    """One step's DiffMask batch (:func:`make_batch`, then t (B,) and noise), this rank's `part`:
+    x0, sphere, noise (n, 1, D, H, W) float32, t (n,) int64."""
+
+    masks: np.ndarray
+    batch_size: int
+    num_timesteps: int
+    control: ControlKind = "sphere"
+    part: slice = field(default_factory=lambda: slice(None))  # all of the batch
+
+    def __call__(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        x0, sphere = make_batch(self.masks, self.batch_size, gen, self.control, self.part)
+        t = torch.randint(self.num_timesteps, (self.batch_size,), generator=gen)
+        noise = torch.randn((self.batch_size, *x0.shape[1:]), generator=gen)
+        return {"x0": x0, "sphere": sphere, "t": t[self.part], "noise": noise[self.part]}
 
 
 def _load_masks(source: str | Path | np.ndarray) -> np.ndarray:
@@ -170,26 +195,46 @@ def train_diffmask(
     cfg, run_dir = config, Path(run_dir)
     model_config = diffmask_model_config(denoiser, timesteps, cfg.box, cfg.prediction)
     masks, counts = prepare_masks(_load_masks(train_npz), cfg.box, cfg.clipped)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
-    model, ema, schedule, start = run.model, run.ema, run.schedule, run.start
+    with distributed(cfg.device) as ddp:
+        # in a function of its own, so that its DDP wrapper is freed before the process group is
+        checkpoint = _train_steps(ddp, masks, counts, model_config, cfg, timesteps, run_dir, progress)
+    return checkpoint
+
+
+def _train_steps(
+    ddp: Distributed,
+    masks: np.ndarray,
+    counts: dict[str, Any],
+    model_config: ModelConfig,
+    cfg: DiffMaskTrainConfig,
+    timesteps: int,
+    run_dir: Path,
+    progress: bool,
+) -> Path:
+    ddp.check_batch(cfg.batch_size)
+    device = ddp.device
+    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
+    model, schedule, start = run.model, run.schedule, run.start
+    network = ddp.wrap(model)
+    draw = DiffMaskBatchDraw(masks, cfg.batch_size, schedule.num_timesteps, cfg.control, ddp.part(cfg.batch_size))
+    batches = micro_batches(MicroBatches(draw, cfg.seed), start, cfg.steps, cfg.workers, device.type == "cuda")
+    weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffmask", disable=not progress, unit="step")
+    bar = tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffmask", disable=not (progress and ddp.is_main), unit="step"
+    )
     t0 = time.perf_counter()
     for step in bar:
-        gen = step_generator(cfg.seed, step, 0)
-        x0, sphere = make_batch(masks, cfg.batch_size, gen, cfg.control)
-        t = torch.randint(schedule.num_timesteps, (cfg.batch_size,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        x0, sphere, t, noise = x0.to(device), sphere.to(device), t.to(device), noise.to(device)
-        pred = model(with_context(q_sample(schedule, x0, t, noise), sphere), t, None)
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        x0, t, noise = batch["x0"], batch["t"], batch["noise"]
+        pred = network(with_context(q_sample(schedule, x0, t, noise), batch["sphere"]), t, None)
         loss = global_loss(pred, prediction_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
-        loss.backward()
+        (loss * weight).backward()
+        total = ddp.batch_mean(float(loss.item()), cfg.batch_size)
         run.finish_step(
             step,
-            float(loss.item()),
+            total,
             steps=cfg.steps,
             save_every=cfg.save_every,
             max_grad_norm=cfg.max_grad_norm,
@@ -198,7 +243,15 @@ def train_diffmask(
             ema_decay=cfg.ema_decay,
             seconds=time.perf_counter() - t0,
         )
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{total:.4f}")
+    checkpoint = run_dir / CHECKPOINT_DIR
+    if ddp.is_main:
+        save_checkpoint(checkpoint, model_config, run.ema.state_dict(), _checkpoint_extra(cfg, counts, masks, timesteps))
+    ddp.barrier()  # every rank returns once the checkpoint is complete
+    return checkpoint
+
+
+def _checkpoint_extra(cfg: DiffMaskTrainConfig, counts: dict[str, Any], masks: np.ndarray, timesteps: int) -> dict[str, Any]:
     extra = {
         "diffmask": {
             "box": list(cfg.box),
@@ -212,4 +265,4 @@ def train_diffmask(
     }
     if cfg.control == "ellipsoid":  # sampling draws the proportions of a random training lesion
         extra["diffmask"]["control_forms"] = pack_forms([mask_form(m, SPACING_MM) for m in masks])
-    return save_checkpoint(run_dir / CHECKPOINT_DIR, model_config, ema.state_dict(), extra)
+    return extra

@@ -13,6 +13,7 @@ from ..data.dataset import LesionRoiDataset
 from ..data.layouts import find_cases
 from ..errors import LeFusionError
 from ..io import atomic_write_text
+from .distributed import distributed
 from .trainer import TrainConfig, train
 
 RUN_CONFIG = "run_config.json"
@@ -82,7 +83,7 @@ def train_on_folder(
     record_path = run_dir / RUN_CONFIG
     if record_path.is_file():
         previous = json.loads(record_path.read_text())
-        ignore = ("steps", "save_every", "device")
+        ignore = ("steps", "save_every", "device", "workers")  # settings that do not change the result
         # a setting newer than the run folder counts as its default (e.g. `method` for older LeFusion runs)
         defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
         # a run folder from before configs named their kind infers it from its train method
@@ -96,7 +97,11 @@ def train_on_folder(
         )
         if not same:
             raise LeFusionError(f"{record_path}: this run folder was started with other settings; use a new --out folder")
-    atomic_write_text(record_path, json.dumps(record, indent=2))
-    if progress:
-        print(f"training on {len(dataset)} ROIs from {data_root}; {len(presets)} histogram presets; run folder {run_dir}")
-    return train(dataset, model_config, train_config, run_dir, progress=progress)
+    with distributed(train_config.device) as ddp:  # train() below runs in this same process group
+        ddp.barrier()  # every rank has compared the record before rank 0 (re)writes it
+        if ddp.is_main:
+            atomic_write_text(record_path, json.dumps(record, indent=2))
+        if progress and ddp.is_main:
+            processes = f" in {ddp.world_size} processes" if ddp.enabled else ""
+            print(f"training on {len(dataset)} ROIs from {data_root}{processes}; {len(presets)} histogram presets; run folder {run_dir}")
+        return train(dataset, model_config, train_config, run_dir, progress=progress)

@@ -55,6 +55,7 @@ class TrainingRun:
     schedule: NoiseSchedule
     start: int = 0
     log_rows: list[tuple[int, float, float]] = field(default_factory=list)
+    writes: bool = True  # False on every torchrun rank but 0: they hold the same state and write nothing
 
     def finish_step(
         self,
@@ -85,21 +86,27 @@ class TrainingRun:
             self.save(step + 1)
 
     def save(self, step: int) -> None:
-        """Atomically save the resumable state after `step` steps, and the log."""
+        """Atomically save the resumable state after `step` steps, and the log (only if this process writes)."""
+        if not self.writes:
+            return
         state = {"step": step, "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}
         save_state(self.run_dir, state)
         write_log(self.run_dir / LOG_NAME, self.log_rows)
 
 
-def open_run(run_dir: Path, model_config: ModelConfig, lr: float, seed: int, device: torch.device) -> TrainingRun:
-    """Fresh seeded weights (without touching the global RNG), or the saved state of run_dir."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def open_run(run_dir: Path, model_config: ModelConfig, lr: float, seed: int, device: torch.device, writes: bool = True) -> TrainingRun:
+    """Fresh seeded weights (without touching the global RNG), or the saved state of run_dir.
+
+    writes: this process saves the state and the log (under torchrun only rank 0 does; every rank
+    reads the same saved state, so all resume from the same step with the same weights)."""
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Denoiser(model_config.denoiser).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    run = TrainingRun(run_dir, model, ema, optimizer, NoiseSchedule(model_config.schedule).to(device))
+    run = TrainingRun(run_dir, model, ema, optimizer, NoiseSchedule(model_config.schedule).to(device), writes=writes)
     state = load_state(run_dir)
     if state is not None:
         model.load_state_dict(state["model"])

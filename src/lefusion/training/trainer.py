@@ -3,6 +3,10 @@
 Every random draw of step s comes from a generator seeded by (seed, s, micro-batch), so a run that
 is killed and resumed from its last saved state reproduces the uninterrupted run exactly; no RNG
 state needs saving. The saved state holds weights, EMA weights, optimizer and step.
+
+Under torchrun the same loop runs data-parallel (:mod:`lefusion.training.distributed`):
+`batch_size` is the global batch, each rank builds its slice of it (:mod:`.batches`), and the
+weights follow the one-process run's to float-reduction order.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from tqdm import tqdm
 
 from ..checkpoints.format import save_checkpoint
 from ..config import ModelConfig
-from ..data.dataset import LesionRoiDataset, random_flip
-from ..device import resolve_device
+from ..data.dataset import LesionRoiDataset
 from ..diffusion import conditional
 from ..diffusion.channels import mask_channels
 from ..diffusion.losses import diffusion_loss
+from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
-from .session import open_run, step_generator
+from .batches import LesionBatchDraw, MicroBatches, micro_batches
+from .distributed import Distributed, distributed
+from .session import open_run
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -54,6 +60,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     device: str = "auto"
     method: Literal["lefusion", "cond-diffusion"] = "lefusion"
+    workers: int = 0  # DataLoader processes building batches ahead; the batches are the same for any number
 
     def __post_init__(self) -> None:
         if self.method not in TRAIN_METHODS:
@@ -62,6 +69,8 @@ class TrainConfig:
             raise LeFusionError(f"unknown loss {self.loss!r}; use 'lesion' or 'global'")
         if self.loss_type not in ("l1", "l2"):
             raise LeFusionError(f"unknown loss type {self.loss_type!r}; use 'l1' or 'l2'")
+        if self.workers < 0:
+            raise LeFusionError(f"workers must be >= 0, got {self.workers}")
         if self.method == "cond-diffusion" and self.loss != "global":
             raise LeFusionError(
                 "--method cond-diffusion is trained with the global loss over the whole ROI (that is the baseline); "
@@ -71,14 +80,6 @@ class TrainConfig:
 
 # Training methods -> the kind of model they make (`ModelConfig.kind`).
 TRAIN_METHODS = ("lefusion", "cond-diffusion")
-
-
-def _batch(dataset: LesionRoiDataset, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Sample `size` items with replacement and flip each with p = 0.5 (the release's augmentation)."""
-    index = torch.randint(len(dataset), (size,), generator=gen).tolist()
-    items = [dataset[i] for i in index]
-    batch = {key: torch.stack([item[key] for item in items]) for key in ("x", "masks", "label", "hist")}
-    return random_flip(batch, gen)
 
 
 def train(
@@ -94,7 +95,6 @@ def train(
     end), log.csv (step, loss, seconds) and checkpoint/ (EMA weights + config with presets).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg = train_config
     if model_config.denoiser.channels != len(dataset.lesion_labels):
         raise LeFusionError(
@@ -103,31 +103,38 @@ def train(
         )
     if model_config.kind != cfg.method:
         raise LeFusionError(f"--method {cfg.method} trains {cfg.method} models, but the model config is a {model_config.kind} model")
-    cond_diffusion = model_config.kind == "cond-diffusion"
-    device = resolve_device(cfg.device)
-    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device)
-    model, ema, schedule, start = run.model, run.ema, run.schedule, run.start
+    with distributed(cfg.device) as ddp:
+        # in a function of its own, so that its DDP wrapper is freed before the process group is
+        checkpoint = _train_steps(ddp, dataset, model_config, cfg, run_dir, progress)
+    return checkpoint
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not progress, unit="step")
+
+def _train_steps(
+    ddp: Distributed, dataset: LesionRoiDataset, model_config: ModelConfig, cfg: TrainConfig, run_dir: Path, progress: bool
+) -> Path:
+    cond_diffusion = model_config.kind == "cond-diffusion"
+    ddp.check_batch(cfg.batch_size)
+    device = ddp.device
+    run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
+    model, schedule, start = run.model, run.schedule, run.start
+    # the learned null condition gets no gradient while every batch carries its histogram
+    network = ddp.wrap(model, find_unused_parameters=model_config.denoiser.cond_dim > 0)
+    draw = LesionBatchDraw(dataset, cfg.batch_size, schedule.num_timesteps, ddp.part(cfg.batch_size))
+    batches = micro_batches(MicroBatches(draw, cfg.seed, cfg.grad_accum), start, cfg.steps, cfg.workers, device.type == "cuda")
+    weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process: its losses are as before
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not (progress and ddp.is_main), unit="step")
     t0 = time.perf_counter()
     for step in bar:
         total = 0.0
         for micro in range(cfg.grad_accum):
-            gen = step_generator(cfg.seed, step, micro)
-            batch = {k: v.to(device) for k, v in _batch(dataset, cfg.batch_size, gen).items()}
-            t = torch.randint(schedule.num_timesteps, (cfg.batch_size,), generator=gen).to(device)
-            noise = torch.randn(batch["x"].shape, generator=gen).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-                if cond_diffusion:
-                    loss = conditional.cond_diffusion_loss(
-                        model, schedule, batch["x"], batch["masks"], t, noise, batch["hist"], cfg.loss_type
-                    )
-                else:
-                    masks = batch["masks"] if cfg.loss == "lesion" else None
-                    context = mask_channels(batch["masks"]) if model_config.mask_input else None
-                    loss = diffusion_loss(model, schedule, batch["x"], t, noise, batch["hist"], masks, cfg.loss_type, context)
-            (loss / cfg.grad_accum).backward()
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            with ddp.sync_gradients(network, sync=micro == cfg.grad_accum - 1):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+                    loss = _loss(network, schedule, batch, model_config, cfg)
+                (loss * weight / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
+        total = ddp.batch_mean(total, cfg.batch_size)
         run.finish_step(
             step,
             total,
@@ -140,8 +147,23 @@ def train(
             seconds=time.perf_counter() - t0,
         )
         bar.set_postfix(loss=f"{total:.4f}")
-    final = dataclasses.replace(model_config, loss=cfg.loss)
-    extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
-    if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
-        extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
-    return save_checkpoint(run_dir / CHECKPOINT_DIR, final, ema.state_dict(), extra)
+    checkpoint = run_dir / CHECKPOINT_DIR
+    if ddp.is_main:
+        final = dataclasses.replace(model_config, loss=cfg.loss)
+        extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
+        if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
+            extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
+        save_checkpoint(checkpoint, final, run.ema.state_dict(), extra)
+    ddp.barrier()  # every rank returns once the checkpoint is complete
+    return checkpoint
+
+
+def _loss(
+    network: torch.nn.Module, schedule: NoiseSchedule, batch: dict[str, torch.Tensor], model_config: ModelConfig, cfg: TrainConfig
+) -> torch.Tensor:
+    """The batch-mean training loss of one micro-batch (see `distributed` for why a mean)."""
+    x, masks, t, noise, hist = batch["x"], batch["masks"], batch["t"], batch["noise"], batch["hist"]
+    if model_config.kind == "cond-diffusion":
+        return conditional.cond_diffusion_loss(network, schedule, x, masks, t, noise, hist, cfg.loss_type)
+    context = mask_channels(masks) if model_config.mask_input else None
+    return diffusion_loss(network, schedule, x, t, noise, hist, masks if cfg.loss == "lesion" else None, cfg.loss_type, context)
