@@ -165,20 +165,23 @@ class SpatialLinearAttention(nn.Module):
     def attend(self, z: torch.Tensor) -> torch.Tensor:
         """z: (S, P, C) normalised tokens of S slices of P = H*W positions -> (S, P, C).
 
-        Features-first per slice, (S, heads, dh, P), so that both softmaxes, the context and the
-        output are batched matrix products over contiguous (slice, head) batches with no copies;
-        q, k and v come from three products so that each is contiguous.
+        Keys and values features-first per slice, (S, heads, dh, P), so that the keys' softmax over
+        positions and the context k v^T are contiguous batched products; queries tokens-first,
+        (S, P, heads * dh), so that their softmax over features runs along the contiguous axis.
+        The output projection is linear, so it is folded into the context: per slice
+        M = context^T W_out^T (heads * dh x C, small), and the output is one product q M + bias
+        instead of context^T q followed by the projection.
         """
-        s, p, _ = z.shape
-        zt = z.transpose(1, 2)  # (S, C, P), a view
-        weight = self.to_qkv.weight.flatten(1)
+        s, p, c = z.shape
+        weight = self.to_qkv.weight.flatten(1)  # (3 * heads * dh, C)
         hd = self.heads * self.dim_head
-        q, k, v = (torch.bmm(weight[i * hd : (i + 1) * hd].expand(s, -1, -1), zt).view(s, self.heads, self.dim_head, p) for i in range(3))
-        q = q.softmax(dim=-2)
-        k = k.softmax(dim=-1)
-        context = torch.matmul(k, v.transpose(-1, -2)).mul_(self.scale)  # (S, heads, dh_k, dh_v)
-        out = torch.matmul(context.transpose(-1, -2), q).view(s, hd, p)  # (S, heads * dh_v, P)
-        return torch.baddbmm(self.to_out.bias, out.transpose(1, 2), self.to_out.weight.flatten(1).t().expand(s, -1, -1))
+        q = torch.matmul(z, weight[:hd].t()).view(s, p, self.heads, self.dim_head).softmax(dim=-1).view(s, p, hd)
+        zt = z.transpose(1, 2)  # (S, C, P), a view
+        k, v = (torch.bmm(weight[i * hd : (i + 1) * hd].expand(s, -1, -1), zt).view(s, self.heads, self.dim_head, p) for i in (1, 2))
+        context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2)).mul_(self.scale)  # (S, heads, dh_k, dh_v)
+        w_out = self.to_out.weight.view(c, self.heads, self.dim_head).permute(1, 2, 0)  # (heads, dh_v, C)
+        folded = torch.matmul(context, w_out).view(s, hd, c)  # (S, heads * dh_k, C)
+        return torch.baddbmm(self.to_out.bias, q, folded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape
