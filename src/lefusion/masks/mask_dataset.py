@@ -13,7 +13,7 @@ from ..diffusion.model import DiffusionModel
 from ..diffusion.sampling import Ancestral, SamplerConfig
 from ..errors import LeFusionError
 from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, atomic_write_text, read_volume, strip_volume_suffix, write_volume
-from .diffmask import Threshold, model_box, model_control, sample_masks
+from .diffmask import Threshold, attribute_conditions, model_box, model_control, sample_masks
 from .placement import sample_masks_in_volume
 
 MASKS_JSON = "masks.json"
@@ -33,6 +33,8 @@ def write_diffmask_dataset(
     progress: Callable[[int, int], None] | None = None,
     threshold: Threshold = "size",
     sampler: SamplerConfig | None = None,
+    attributes: dict[str, float] | None = None,
+    guidance: float = 1.0,
 ) -> Path:
     """Sample `n` masks and write them under `out`; returns the path of `out/masks.json`.
 
@@ -43,10 +45,14 @@ def write_diffmask_dataset(
     also gives the grid. masks.json records the request, the model hash and each mask's seed and
     equivalent diameter. `threshold`: "size" (default: the requested volume) or a fixed level, see
     :func:`~lefusion.masks.diffmask.postprocess`; sampler: the reverse process (None: ancestral
-    DDPM over all T steps). Every file is written atomically.
+    DDPM over all T steps); attributes / guidance: shape ratings 1..5 and the guidance scale for a
+    DiffMask conditioned on them (:func:`~lefusion.masks.diffmask.sample_masks`), recorded in
+    masks.json. Every file is written atomically.
     """
     out = Path(out)
     sampler = (sampler or Ancestral()).canonical()
+    attributes = {k: v for k, v in (attributes or {}).items() if v is not None}
+    attribute_conditions(model, attributes, 1, guidance)  # a bad request fails before any file is written
     scan = read_volume(like) if like else None
     region = read_volume(boundary) if boundary else None
     if scan is not None and region is not None and (scan.shape != region.shape or not scan.geometry.matches(region.geometry)):
@@ -62,10 +68,22 @@ def write_diffmask_dataset(
     if reference is None:
         reference = Volume(np.zeros(model_box(model), np.uint8), Geometry())
         masks = sample_masks(
-            model, n, diameter_mm, center_zyx, seed=seed, batch_size=batch_size, progress=progress, threshold=threshold, sampler=sampler
+            model,
+            n,
+            diameter_mm,
+            center_zyx,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            threshold=threshold,
+            sampler=sampler,
+            attributes=attributes,
+            guidance=guidance,
         )
     else:
-        masks = sample_masks_in_volume(model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress, threshold, sampler)
+        masks = sample_masks_in_volume(
+            model, reference, n, diameter_mm, center_zyx, inside, seed, batch_size, progress, threshold, sampler, attributes, guidance
+        )
 
     source = Path(like) if like else None
     suffix = next((s for s in VOLUME_SUFFIXES if source is not None and source.name.lower().endswith(s)), ".nii.gz")
@@ -102,6 +120,8 @@ def write_diffmask_dataset(
         "label": label,
         "threshold": threshold,
         "control": model_control(model),
+        "attributes": attributes,
+        "guidance": float(guidance),
         "sampler": sampler.to_dict(),
         "network_evaluations": evaluations,  # per mask
         "samples": records,
