@@ -234,3 +234,11 @@ def test_texture_classes_cli_maps_the_phantom_families(lung, tmp_path, capsys):
     mapping = json.loads((ckpt / "config.json").read_text())["extra"]["texture_classes"]
     assert set(mapping.values()) <= {1, 2, 3} and mapping  # a 3-case phantom: every rated family gets a preset
     assert "recorded in" in capsys.readouterr().out
+
+
+def test_placed_diffmask_shapes_record_their_ratings(conditioned):
+    source = DiffMaskShapes(conditioned, attributes={"spiculation": 4, "margin": None}, guidance=2.0)
+    (shape,) = source.draw([4.0], [5])
+    assert shape.mask.any() and shape.record["attributes"] == {"spiculation": 4} and shape.record["guidance"] == 2.0
+    (again,) = source.draw([4.0], [5])
+    np.testing.assert_array_equal(shape.mask, again.mask)

@@ -2,7 +2,10 @@
 
 The network is the package's 3D U-Net (:class:`~lefusion.models.Denoiser`) with two input channels,
 the noisy mask x_t and a *control sphere*, and one output channel, the predicted noise; there is
-no histogram condition (``cond_dim=None``). Masks live in [-1, 1] (``mask * 2 - 1``), axes
+no histogram condition (``cond_dim=None``) unless the model is conditioned on radiologist shape
+ratings (``extra['diffmask']['attributes']``): then the condition vector carries them
+(:mod:`lefusion.control.attributes`) and sampling can apply classifier-free guidance
+(:mod:`lefusion.diffusion.guidance`). Masks live in [-1, 1] (``mask * 2 - 1``), axes
 (z, y, x), 1 mm isotropic voxels, in a fixed box (D, H, W) centred on the lesion.
 
 Conditioning (a deliberate change from the public release). The release trains on each mask's
