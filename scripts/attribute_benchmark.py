@@ -172,7 +172,22 @@ def evaluate_run(model, x0: np.ndarray, requests: dict, clf, attribute: str) -> 
     }
 
 
-def montage(real: dict, model, attribute: str, diameter: float, n: int, guidance: float, out: Path, path: Path, args) -> None:
+def paired_sweep(model, attribute: str, diameter: float, n: int, guidance: float, out: Path, args) -> tuple[list, dict]:
+    """n masks per rating 1..5 of `attribute` at one diameter, the SAME seeds (seed + 1000 + j,
+    j < n) in every row, so row r and row r' differ only in the rating asked: masks (5 rows of n)
+    and per-rating mean descriptors."""
+    rows, table = [], {}
+    for r in RATINGS:
+        requests = {"diameters": [diameter] * n, "seed": args.seed + 1000, "attributes": [{attribute: float(r)}] * n}
+        x0 = raw_samples(model, requests, guidance, out, f"paired_{attribute}_{r}_w{guidance:g}", args.batch_size)
+        masks = [postprocess(x, threshold="size", sphere=g) for x, g in zip(x0, regions_of(model, requests))]
+        rows.append(masks)
+        table[r] = np.stack([features(m) for m in masks if m.any()])
+    return rows, table
+
+
+def montage(real: dict, rows: list, attribute: str, diameter: float, guidance: float, path: Path) -> None:
+    """Rows = ratings 1..5: a real held-out nodule of that class nearest in size, then the paired masks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,19 +195,12 @@ def montage(real: dict, model, attribute: str, diameter: float, n: int, guidance
 
     col = SHAPE_ATTRIBUTES.index(attribute)
     test_cls, test_d = rating_class(real["test"]["ratings"][:, col]), np.array([eq_diameter(m) for m in real["test"]["masks"]])
-    requests = {"diameters": [], "seed": args.seed + 1000, "attributes": [], "rating": []}
-    for r in RATINGS:
-        for _ in range(n):
-            requests["diameters"].append(diameter)
-            requests["attributes"].append({attribute: float(r)})
-            requests["rating"].append(r)
-    x0 = raw_samples(model, requests, guidance, out, f"montage_{attribute}", args.batch_size)
-    masks = [postprocess(x, threshold="size", sphere=g) for x, g in zip(x0, regions_of(model, requests))]
+    n = len(rows[0])
     fig, axes = plt.subplots(len(RATINGS), n + 1, figsize=(1.1 * (n + 1), 1.15 * len(RATINGS)), dpi=80)
     for i, r in enumerate(RATINGS):
         cands = np.flatnonzero(test_cls == r)
         real_mask = real["test"]["masks"][cands[np.argmin(np.abs(test_d[cands] - diameter))]] if len(cands) else None
-        for j, m in enumerate([real_mask, *masks[i * n : (i + 1) * n]]):
+        for j, m in enumerate([real_mask, *rows[i]]):
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -202,9 +210,9 @@ def montage(real: dict, model, attribute: str, diameter: float, n: int, guidance
             ax.imshow(m[z], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if j == 0:
                 ax.set_ylabel(f"{attribute[:5]} {r}", fontsize=7)
-                ax.set_title(f"real {eq_diameter(m):.0f} mm" if i == 0 else "", fontsize=6)
+                ax.set_title(f"real {eq_diameter(m):.0f} mm", fontsize=6)
             elif i == 0 and j == 1:
-                ax.set_title(f"DiffMask {diameter:g} mm, w={guidance:g}", fontsize=6, loc="left")
+                ax.set_title(f"DiffMask {diameter:g} mm, w={guidance:g} (same seed per column)", fontsize=6, loc="left")
     fig.tight_layout(pad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -229,7 +237,7 @@ def main() -> None:
     parser.add_argument("--real-only", action="store_true", help="only the real-vs-real part (descriptors, classifiers)")
     parser.add_argument("--montage", type=Path, help="write the montage PNG here")
     parser.add_argument("--montage-diameter", type=float, default=12.0)
-    parser.add_argument("--montage-n", type=int, default=5)
+    parser.add_argument("--montage-n", type=int, default=6)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -316,8 +324,28 @@ def main() -> None:
     print("\n".join(lines[lines.index(f"### Requested vs predicted {args.attribute} ({args.n_per_rating} per rating)") :]))
     (args.out / "attribute_table.md").write_text(text + "\n")
     (args.out / "attribute_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    rows, paired = paired_sweep(model, args.attribute, args.montage_diameter, args.montage_n, args.guidance, args.out, args)
+    from scipy.stats import spearmanr
+
+    extra = [
+        "",
+        f"Paired sweep: {args.montage_n} seeds x {args.attribute} 1..5 at {args.montage_diameter:g} mm, w={args.guidance:g} "
+        "(mean descriptor per requested rating; Spearman rho of rating vs descriptor over all masks):",
+        "",
+    ]
+    extra += ["| requested | predicted (mean) | " + " | ".join(FEATURES) + " |", "|---|---|" + "---|" * len(FEATURES)]
+    for r in RATINGS:
+        extra.append(f"| {r} | {clf.predict(paired[r]).mean():.2f} | " + " | ".join(f"{v:.3f}" for v in paired[r].mean(axis=0)) + " |")
+    ratings_all = np.concatenate([[r] * len(paired[r]) for r in RATINGS])
+    feats_all = np.concatenate([paired[r] for r in RATINGS])
+    rho = [spearmanr(ratings_all, feats_all[:, k]) for k in range(len(FEATURES))]
+    extra.append("| rho (p) | | " + " | ".join(f"{x.statistic:.2f} ({x.pvalue:.2f})" for x in rho) + " |")
+    results["paired"] = {int(r): paired[r].mean(axis=0).round(4).tolist() for r in RATINGS}
+    print("\n".join(extra))
+    (args.out / "attribute_table.md").write_text(text + "\n" + "\n".join(extra) + "\n")
+    (args.out / "attribute_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.montage:
-        montage(real, model, args.attribute, args.montage_diameter, args.montage_n, args.guidance, args.out, args.montage, args)
+        montage(real, rows, args.attribute, args.montage_diameter, args.guidance, args.montage)
 
 
 if __name__ == "__main__":
