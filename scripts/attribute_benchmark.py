@@ -220,6 +220,33 @@ def montage(real: dict, rows: list, attribute: str, diameter: float, guidance: f
     print(f"montage: {path}")
 
 
+def paired_part(model, real: dict, clf, args, text: str, results: dict) -> None:
+    """The paired sweep's table (appended to `text`, the main tables; '' with --paired-only) and the montage."""
+    rows, paired = paired_sweep(model, args.attribute, args.montage_diameter, args.montage_n, args.guidance, args.out, args)
+    from scipy.stats import spearmanr
+
+    extra = [
+        "",
+        f"Paired sweep: {args.montage_n} seeds x {args.attribute} 1..5 at {args.montage_diameter:g} mm, w={args.guidance:g} "
+        "(mean descriptor per requested rating; Spearman rho of rating vs descriptor over all masks):",
+        "",
+    ]
+    extra += ["| requested | predicted (mean) | " + " | ".join(FEATURES) + " |", "|---|---|" + "---|" * len(FEATURES)]
+    for r in RATINGS:
+        extra.append(f"| {r} | {clf.predict(paired[r]).mean():.2f} | " + " | ".join(f"{v:.3f}" for v in paired[r].mean(axis=0)) + " |")
+    ratings_all = np.concatenate([[r] * len(paired[r]) for r in RATINGS])
+    feats_all = np.concatenate([paired[r] for r in RATINGS])
+    rho = [spearmanr(ratings_all, feats_all[:, k]) for k in range(len(FEATURES))]
+    extra.append("| rho (p) | | " + " | ".join(f"{x.statistic:.2f} ({x.pvalue:.2f})" for x in rho) + " |")
+    results["paired"] = {int(r): paired[r].mean(axis=0).round(4).tolist() for r in RATINGS}
+    print("\n".join(extra))
+    stem = "attribute" if text else f"attribute_paired_w{args.guidance:g}"
+    (args.out / f"{stem}_table.md").write_text(text + "\n" + "\n".join(extra) + "\n")
+    (args.out / f"{stem}_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if args.montage:
+        montage(real, rows, args.attribute, args.montage_diameter, args.guidance, args.montage)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--masks-dir", type=Path, required=True)
@@ -235,6 +262,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--only", choices=["baseline"], help="sample only this run (e.g. the baseline while the model trains)")
     parser.add_argument("--real-only", action="store_true", help="only the real-vs-real part (descriptors, classifiers)")
+    parser.add_argument("--paired-only", action="store_true", help="only the paired sweep (e.g. to compare guidance scales)")
     parser.add_argument("--montage", type=Path, help="write the montage PNG here")
     parser.add_argument("--montage-diameter", type=float, default=12.0)
     parser.add_argument("--montage-n", type=int, default=6)
@@ -261,6 +289,9 @@ def main() -> None:
         )
     print("\n".join(lines), flush=True)
     if args.real_only:
+        return
+    if args.paired_only:
+        paired_part(model, real, clfs[args.attribute], args, "", results)
         return
 
     col = SHAPE_ATTRIBUTES.index(args.attribute)
@@ -324,28 +355,7 @@ def main() -> None:
     print("\n".join(lines[lines.index(f"### Requested vs predicted {args.attribute} ({args.n_per_rating} per rating)") :]))
     (args.out / "attribute_table.md").write_text(text + "\n")
     (args.out / "attribute_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    rows, paired = paired_sweep(model, args.attribute, args.montage_diameter, args.montage_n, args.guidance, args.out, args)
-    from scipy.stats import spearmanr
-
-    extra = [
-        "",
-        f"Paired sweep: {args.montage_n} seeds x {args.attribute} 1..5 at {args.montage_diameter:g} mm, w={args.guidance:g} "
-        "(mean descriptor per requested rating; Spearman rho of rating vs descriptor over all masks):",
-        "",
-    ]
-    extra += ["| requested | predicted (mean) | " + " | ".join(FEATURES) + " |", "|---|---|" + "---|" * len(FEATURES)]
-    for r in RATINGS:
-        extra.append(f"| {r} | {clf.predict(paired[r]).mean():.2f} | " + " | ".join(f"{v:.3f}" for v in paired[r].mean(axis=0)) + " |")
-    ratings_all = np.concatenate([[r] * len(paired[r]) for r in RATINGS])
-    feats_all = np.concatenate([paired[r] for r in RATINGS])
-    rho = [spearmanr(ratings_all, feats_all[:, k]) for k in range(len(FEATURES))]
-    extra.append("| rho (p) | | " + " | ".join(f"{x.statistic:.2f} ({x.pvalue:.2f})" for x in rho) + " |")
-    results["paired"] = {int(r): paired[r].mean(axis=0).round(4).tolist() for r in RATINGS}
-    print("\n".join(extra))
-    (args.out / "attribute_table.md").write_text(text + "\n" + "\n".join(extra) + "\n")
-    (args.out / "attribute_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if args.montage:
-        montage(real, rows, args.attribute, args.montage_diameter, args.guidance, args.montage)
+    paired_part(model, real, clf, args, text, results)
 
 
 if __name__ == "__main__":
