@@ -242,3 +242,14 @@ def test_placed_diffmask_shapes_record_their_ratings(conditioned):
     assert shape.mask.any() and shape.record["attributes"] == {"spiculation": 4} and shape.record["guidance"] == 2.0
     (again,) = source.draw([4.0], [5])
     np.testing.assert_array_equal(shape.mask, again.mask)
+
+
+def test_sample_x0_without_cond_uses_the_null_condition(conditioned, unconditioned):
+    from lefusion.masks.diffmask import sample_x0
+
+    sphere = control_sphere(BOX, (3.5, 7.5, 7.5), 4.0)[None]
+    plain = sample_x0(conditioned, sphere, seed=2)
+    null = sample_x0(conditioned, sphere, seed=2, cond=np.zeros((1, 8), np.float32))
+    torch.testing.assert_close(plain, null)
+    with pytest.raises(LeFusionError, match="no attribute conditioning"):
+        sample_x0(unconditioned, sphere, cond=np.zeros((1, 8), np.float32))

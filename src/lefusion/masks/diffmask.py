@@ -301,7 +301,7 @@ def sample_x0(
     """Raw samples (n, D, H, W) float32 in [-1, 1] (CPU) for control regions (n, D, H, W) bool.
 
     cond: (n, cond_dim) encoded attribute conditions (:func:`attribute_conditions`) for a model
-    with attributes (required there: zeros ask for nothing), None otherwise; guidance: the
+    with attributes (None there: the null condition, zeros, nothing asked), None otherwise; guidance: the
     classifier-free guidance scale (:class:`~lefusion.diffusion.guidance.Guided`; 1 = plain
     conditional, costs one network evaluation per step, any other value two).
 
@@ -324,8 +324,10 @@ def sample_x0(
             raise LeFusionError(f"boundary has shape {np.shape(boundary)}, expected the box {shape}")
         inside = torch.from_numpy(np.asarray(boundary, dtype=bool)).to(device)
     cond_dim = model.config.denoiser.cond_dim
-    if (cond is None) != (not cond_dim):
-        raise LeFusionError(f"sample_x0: cond must be given exactly for a model with attributes (cond_dim {cond_dim})")
+    if cond is not None and not cond_dim:
+        raise LeFusionError(f"{model.source}: this DiffMask has no attribute conditioning; sample it without cond")
+    if cond is None and cond_dim:  # a model with attributes, asked none: the null condition
+        cond = np.zeros((n, cond_dim), dtype=np.float32)
     denoiser = model.denoiser if cond is None else Guided(model.denoiser, torch.zeros(cond_dim, device=device), guidance)
     moves = len(sampler.plan(schedule.num_timesteps))
     total, out = -(-n // batch_size) * moves, []
