@@ -100,7 +100,9 @@ RECIPES: dict[str, dict] = {
     "demo_lung": {
         "source": "lefusion demo model, trained on the lung phantom (scripts/train_bundled_models.py demo_lung)",
         "commands": [DEMO_PHANTOM_COMMAND, [*train_command(*DEMO_STEPS), "--mask-input"]],
-        "extra": {"phantom": PHANTOM},
+        # The phantom's families give the texture classes: `lefusion texture-classes --checkpoint
+        # demo_lung --data lung --ratings lung/phantom.json` (presets are ordered by mean intensity).
+        "extra": {"phantom": PHANTOM, "texture_classes": {"ground-glass": 1, "part-solid": 2, "solid": 3}},
     },
     "demo_lung_repaint": {
         "source": "RePaint baseline (global loss) beside the demo model (scripts/train_bundled_models.py demo_lung_repaint)",
@@ -146,6 +148,15 @@ RECIPES: dict[str, dict] = {
                 "50",
                 "--control",
                 "ellipsoid",
+                "--attributes",
+                "sphericity",
+                "margin",
+                "lobulation",
+                "spiculation",
+                "--cond-drop",
+                "0.15",
+                "--attribute-drop",
+                "0.1",
             ],
         ],
         "extra": {},

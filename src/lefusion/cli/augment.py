@@ -13,7 +13,16 @@ from ..generation import GenerateConfig, MethodRequest, build_method
 from ..generation.augment import AugmentConfig
 from ..generation.methods import expand_presets
 from ..jobs import NnunetTarget, run_augment
-from .common import add_resampling_args, add_sampler_args, add_shard_arg, sampler_from_args, shard_from_args
+from .common import (
+    add_resampling_args,
+    add_sampler_args,
+    add_shard_arg,
+    add_texture_class_args,
+    presets_for_texture_class,
+    sampler_from_args,
+    shard_from_args,
+    texture_class_from_args,
+)
 from .place import add_place_args, place_config_from_args
 from .shapes import shape_source_from_args
 
@@ -23,8 +32,10 @@ def _augment(args: argparse.Namespace) -> int:
         raise LeFusionError("--nnunet-id and --name go together (nnU-Net's DatasetNNN_NAME)")
     shard = shard_from_args(args)
     model = load_model(args.checkpoint)
+    by_class = presets_for_texture_class(args, model)
     generate = GenerateConfig(
-        presets=tuple(args.preset or ["mix"]),
+        presets=by_class or tuple(args.preset or ["mix"]),
+        texture_class=texture_class_from_args(args),
         seed=args.seed,
         sampler=sampler_from_args(args),
         interpolation=args.interpolation,
@@ -33,7 +44,7 @@ def _augment(args: argparse.Namespace) -> int:
         device=args.device,
     )
     method = build_method(args.method, MethodRequest(Path(args.scans), generate, model))
-    generate = dataclasses.replace(generate, presets=expand_presets(args.preset, method))
+    generate = dataclasses.replace(generate, presets=expand_presets(list(by_class) if by_class else args.preset, method))
     config = AugmentConfig(
         place_config_from_args(args), generate, Path(args.organ_masks) if args.organ_masks else None, not args.no_previews
     )
@@ -61,6 +72,7 @@ def add_augment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", nargs="+", help="texture: K, 'mix' (default), 'all' or a histogram JSON; several make several outputs per scan"
     )
+    add_texture_class_args(p)
     add_sampler_args(p, "lefusion: ddnm with 25 steps (--sampler time-travel: the published jump 10 x 10)")
     add_resampling_args(p)
     p.add_argument("--batch-size", type=int, default=4, help="lesions generated together")

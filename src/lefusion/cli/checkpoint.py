@@ -41,6 +41,18 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _texture_classes(args: argparse.Namespace) -> int:
+    from ..training.texture_classes import rated_texture_mapping, read_texture_ratings, write_texture_mapping
+
+    model = load_model(args.checkpoint)
+    result = rated_texture_mapping(model, args.data, read_texture_ratings(args.ratings))
+    print(json.dumps(result, indent=2))
+    if args.write:
+        path = write_texture_mapping(args.checkpoint, result["texture_classes"], f"{result['rated_lesions']} rated lesions of {args.data}")
+        print(f"recorded in {path} (extra.texture_classes): --texture-class now works with this checkpoint")
+    return 0
+
+
 def add_checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="turn a published LeFusion .pt checkpoint into a lefusion folder")
     p.add_argument("checkpoint", help="published .pt file (lidc.pt, emidec.pt, diffmask.pt) or lefusion folder")
@@ -56,6 +68,13 @@ def add_checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
         "none, each scan's own grid)",
     )
     p.set_defaults(handler=_convert)
+
+    p = sub.add_parser("texture-classes", help="map texture classes (ground-glass / part-solid / solid) to a LeFusion checkpoint's presets")
+    p.add_argument("--checkpoint", required=True, help="lefusion checkpoint folder (or bundled name, without --write)")
+    p.add_argument("--data", required=True, help="dataset root whose pathological training cases are rated")
+    p.add_argument("--ratings", required=True, help="CSV with columns case,texture (LIDC 1..5 or a class name), or a lung phantom.json")
+    p.add_argument("--write", action="store_true", help="record the mapping in the checkpoint's config.json")
+    p.set_defaults(handler=_texture_classes)
 
     p = sub.add_parser("info", help="print a checkpoint's kind, architecture and configuration")
     p.add_argument("checkpoint")

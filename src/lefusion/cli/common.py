@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DenoiserConfig
+from ..control.attributes import TEXTURE_CLASSES, texture_class_of_rating, texture_preset
 from ..diffusion.sampling import DEFAULT_FEW_STEP, SAMPLERS, SamplerConfig, TimeTravel, sampler_from_dict
 from ..errors import LeFusionError
 from ..sharding import Shard, resolve_shard
@@ -112,3 +113,40 @@ def add_shard_arg(p: argparse.ArgumentParser) -> None:
 def shard_from_args(args: argparse.Namespace) -> Shard | None:
     """The shard to run: --shard, else torchrun's RANK / WORLD_SIZE, else None (the whole job)."""
     return resolve_shard(args.shard)
+
+
+def add_texture_class_args(p: argparse.ArgumentParser) -> None:
+    """--texture-class / --texture-rating: a texture class, mapped to a preset by the checkpoint."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--texture-class",
+        choices=TEXTURE_CLASSES,
+        help="texture by class: the checkpoint's preset for it (extra.texture_classes; demo_lung has one, "
+        "`lefusion texture-classes` makes one); instead of --preset",
+    )
+    group.add_argument(
+        "--texture-rating",
+        type=float,
+        metavar="1-5",
+        help="texture by LIDC rating (1-2 ground glass, 3 part-solid, 4-5 solid), as --texture-class",
+    )
+
+
+def texture_class_from_args(args: argparse.Namespace) -> str | None:
+    """The texture class the flags ask for (a rating mapped to its class), or None."""
+    if getattr(args, "texture_rating", None) is not None:
+        return texture_class_of_rating(args.texture_rating)
+    return getattr(args, "texture_class", None)
+
+
+def presets_for_texture_class(args: argparse.Namespace, model) -> tuple[str, ...] | None:
+    """--preset's value for --texture-class / --texture-rating, or None when neither is given.
+    LeFusionError when --preset is given too, or the checkpoint has no mapping for the class."""
+    name = texture_class_from_args(args)
+    if name is None:
+        return None
+    if args.preset:
+        raise LeFusionError("--texture-class / --texture-rating pick the preset; drop --preset")
+    if model is None:
+        raise LeFusionError("--texture-class / --texture-rating need a --checkpoint whose presets they map to")
+    return (str(texture_preset(model.extra.get("texture_classes"), name, str(model.source))),)

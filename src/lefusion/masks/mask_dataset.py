@@ -14,7 +14,7 @@ from ..diffusion.sampling import Ancestral, SamplerConfig
 from ..errors import LeFusionError
 from ..io import VOLUME_SUFFIXES, Geometry, Volume, atomic_target, read_volume, strip_volume_suffix, write_volume
 from ..sharding import Shard, merge_shards, record_path, write_shard_record
-from .diffmask import Threshold, model_box, model_control, sample_masks
+from .diffmask import Threshold, attribute_conditions, model_box, model_control, sample_masks
 from .placement import sample_masks_in_volume
 
 MASKS_JSON = "masks.json"
@@ -34,6 +34,8 @@ def write_diffmask_dataset(
     progress: Callable[[int, int], None] | None = None,
     threshold: Threshold = "size",
     sampler: SamplerConfig | None = None,
+    attributes: dict[str, float] | None = None,
+    guidance: float = 1.0,
     shard: Shard | None = None,
 ) -> Path:
     """Sample `n` masks and write them under `out`; returns the path of `out/masks.json`.
@@ -45,13 +47,17 @@ def write_diffmask_dataset(
     also gives the grid. masks.json records the request, the model hash and each mask's seed and
     equivalent diameter. `threshold`: "size" (default: the requested volume) or a fixed level, see
     :func:`~lefusion.masks.diffmask.postprocess`; sampler: the reverse process (None: ancestral
-    DDPM over all T steps). Every file is written atomically. A re-run with the same request
+    DDPM over all T steps); attributes / guidance: shape ratings 1..5 and the guidance scale for a
+    DiffMask conditioned on them (:func:`~lefusion.masks.diffmask.sample_masks`), recorded in
+    masks.json. Every file is written atomically. A re-run with the same request
     resumes: recorded samples whose files exist are kept. shard: only the batches of that shard
     (`lefusion.sharding`), recorded in masks.shard-K-of-N.json (returned), merged into masks.json
     when the last shard finishes; the shards' masks are the unsharded run's.
     """
     out = Path(out)
     sampler = (sampler or Ancestral()).canonical()
+    attributes = {k: v for k, v in (attributes or {}).items() if v is not None}
+    attribute_conditions(model, attributes, 1, guidance)  # a bad request fails before any file is written
     scan = read_volume(like) if like else None
     region = read_volume(boundary) if boundary else None
     if scan is not None and region is not None and (scan.shape != region.shape or not scan.geometry.matches(region.geometry)):
@@ -81,12 +87,26 @@ def write_diffmask_dataset(
                 progress=tick,
                 threshold=threshold,
                 sampler=sampler,
+                attributes=attributes,
+                guidance=guidance,
             )
     else:
 
         def sample(lo: int, k: int, tick):
             return sample_masks_in_volume(
-                model, reference, k, diameters[lo : lo + k], center_zyx, inside, seed + lo, k, tick, threshold, sampler
+                model,
+                reference,
+                k,
+                diameters[lo : lo + k],
+                center_zyx,
+                inside,
+                seed + lo,
+                k,
+                tick,
+                threshold,
+                sampler,
+                attributes,
+                guidance,
             )
 
     source = Path(like) if like else None
@@ -106,6 +126,8 @@ def write_diffmask_dataset(
         "label": label,
         "threshold": threshold,
         "control": model_control(model),
+        "attributes": attributes,
+        "guidance": float(guidance),
         "sampler": sampler.to_dict(),
         "network_evaluations": evaluations,  # per mask
     }

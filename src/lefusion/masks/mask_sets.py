@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +52,36 @@ def shape_table(candidates: dict[str, list[np.ndarray]], reference: list[np.ndar
     return "\n".join(lines)
 
 
+def _training_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir() and (path / "lidc_masks_train.npz").is_file():
+        return path / "lidc_masks_train.npz"
+    return path
+
+
+def load_training_ratings(path: str | Path, names: Sequence[str]) -> np.ndarray:
+    """Ratings (N, K) float of the masks :func:`load_training_masks` reads from the same `path`,
+    columns in the order of `names`, NaN where no reader rated: the `ratings` / `rating_names`
+    arrays of a `lefusion masks lidc` npz. LeFusionError naming the path when it has none."""
+    path = _training_path(path)
+    try:
+        with np.load(path) as data:
+            table, columns = data["ratings"], [str(v) for v in data["rating_names"]]
+    except (OSError, KeyError, ValueError) as exc:
+        raise LeFusionError(
+            f"{path}: no 'ratings' / 'rating_names' arrays ({exc}); attributes need rated masks: "
+            "rebuild them with `lefusion masks lidc` (this version stores the radiologists' ratings)"
+        ) from exc
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise LeFusionError(f"{path}: its ratings have no {', '.join(missing)} (it has {', '.join(columns)})")
+    return np.asarray(table, dtype=np.float64)[:, [columns.index(n) for n in names]]
+
+
 def load_training_masks(path: str | Path) -> np.ndarray:
     """Masks (N, D, H, W) for DiffMask training from an npz, a `masks lidc` folder (its train split)
     or a folder of equally-shaped 1 mm mask volumes; LeFusionError naming the path otherwise."""
-    path = Path(path)
-    if path.is_dir() and (path / "lidc_masks_train.npz").is_file():
-        path = path / "lidc_masks_train.npz"
+    path = _training_path(path)
     masks, spacing = load_mask_set(path)
     if not np.allclose(spacing, 1.0, atol=1e-3):
         raise LeFusionError(f"{path}: DiffMask trains on 1 mm isotropic masks, these have spacing {spacing} mm")

@@ -72,12 +72,15 @@ def sample_masks_in_volume(
     progress: Callable[[int, int], None] | None = None,
     threshold: Threshold = "size",
     sampler: SamplerConfig = Ancestral(),
+    attributes: dict[str, float] | None = None,
+    guidance: float = 1.0,
 ) -> list[np.ndarray]:
     """`n` DiffMask masks on the grid of `reference` (a scan or its lung mask), bool (D, H, W) each.
 
     center_zyx: the lesion centre as a (continuous) voxel index of `reference` (default: its
     centre); diameter_mm: equivalent diameter(s) in mm; boundary: bool array on the reference
-    grid that every mask stays inside; threshold: see :func:`~lefusion.masks.diffmask.postprocess`.
+    grid that every mask stays inside; threshold: see :func:`~lefusion.masks.diffmask.postprocess`;
+    attributes, guidance: shape ratings and guidance scale, as :func:`~lefusion.masks.diffmask.sample_masks`.
     Sample i is seeded `seed + i` as in
     :func:`~lefusion.masks.diffmask.sample_masks`. Raises LeFusionError when the centre lies
     outside the scan or outside the boundary.
@@ -109,6 +112,8 @@ def sample_masks_in_volume(
         progress=progress,
         threshold=threshold,
         sampler=sampler,
+        attributes=attributes,
+        guidance=guidance,
     )
     out = []
     for mask in masks:

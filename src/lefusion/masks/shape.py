@@ -103,6 +103,42 @@ def shape_descriptors(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.
     }
 
 
+IRREGULARITY = ("radial_cv", "opening_loss", "hull_area_ratio")
+_CROSS = ndimage.generate_binary_structure(3, 1)
+
+
+def irregularity_descriptors(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
+    """Outline irregularity of one 3D mask (what spiculation and lobulation ratings describe), keys
+    of ``IRREGULARITY``; mask (D, H, W), spacing (z, y, x) mm as :func:`shape_descriptors`.
+
+    - radial_cv: std / mean of the distances (mm) from the voxel centroid to the marching-cubes
+      surface vertices; 0 for a sphere, larger for lobes and spicules
+    - opening_loss: fraction of the voxels a morphological opening with the 6-neighbour cross
+      removes: thin protrusions (spicules, strands) one or two voxels wide
+    - hull_area_ratio: mesh surface area / area of its convex hull (>= ~1; folds and spikes add
+      surface the hull does not have)
+    Raises LeFusionError for an empty mask.
+    """
+    mask = np.asarray(mask).astype(bool)
+    spacing = tuple(float(s) for s in spacing)
+    if mask.ndim != 3 or not mask.any():
+        raise LeFusionError(f"irregularity descriptors need a non-empty 3D mask, got shape {mask.shape}")
+    verts, faces = _mesh(mask, spacing)
+    area, _ = _mesh_area_volume(verts, faces)
+    centroid = (np.argwhere(mask) + 1) * np.asarray(spacing)  # +1: the mesh is of the padded mask
+    radii = np.linalg.norm(verts - centroid.mean(axis=0), axis=1)
+    opened = ndimage.binary_opening(np.pad(mask, 1), structure=_CROSS)[1:-1, 1:-1, 1:-1]
+    try:
+        hull_area = ConvexHull(verts).area
+    except Exception:  # degenerate (flat) vertex sets of tiny masks
+        hull_area = area
+    return {
+        "radial_cv": float(radii.std() / radii.mean()) if radii.mean() > 0 else 0.0,
+        "opening_loss": float(1.0 - opened.sum() / mask.sum()),
+        "hull_area_ratio": float(area / hull_area) if hull_area > 0 else 1.0,
+    }
+
+
 def shape_distance(
     set_a: Sequence[dict[str, float]],
     set_b: Sequence[dict[str, float]],

@@ -13,7 +13,7 @@ a shape only needs to be about the right size and the right form.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,7 +22,7 @@ from scipy import ndimage
 from ..diffusion.model import DiffusionModel
 from ..diffusion.sampling import SamplerConfig
 from ..errors import LeFusionError
-from .diffmask import model_box, sample_masks
+from .diffmask import attribute_conditions, model_box, sample_masks
 from .handcrafted import handcrafted_mask
 
 SHAPE_SOURCES = ("diffmask", "lidc", "handcrafted")
@@ -64,12 +64,20 @@ class ShapeSource(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class DiffMaskShapes:
-    """Shapes from a DiffMask model: lesion i is sampled with seed seeds[i] at diameters[i]."""
+    """Shapes from a DiffMask model: lesion i is sampled with seed seeds[i] at diameters[i], with
+    the shape ratings `attributes` (e.g. {"spiculation": 4}; a model conditioned on them) at
+    classifier-free guidance scale `guidance`. A bad request fails here, before any scan is read."""
 
     model: DiffusionModel
     sampler: SamplerConfig | None = None
     batch_size: int = 8
     name: str = "diffmask"
+    attributes: dict[str, float] = field(default_factory=dict)
+    guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attributes", {k: v for k, v in self.attributes.items() if v is not None})
+        attribute_conditions(self.model, self.attributes, 1, self.guidance)
 
     def max_diameter_mm(self) -> float:
         return float(min(model_box(self.model))) - 4.0  # leave the box a margin of background
@@ -78,7 +86,16 @@ class DiffMaskShapes:
         shapes = []
         for d, seed in zip(diameters, seeds):  # one seed each: a lesion's shape does not depend on the others
             kwargs = {} if self.sampler is None else {"sampler": self.sampler}
-            (mask,) = sample_masks(self.model, 1, float(d), seed=int(seed), batch_size=self.batch_size, **kwargs)
+            (mask,) = sample_masks(
+                self.model,
+                1,
+                float(d),
+                seed=int(seed),
+                batch_size=self.batch_size,
+                attributes=self.attributes,
+                guidance=self.guidance,
+                **kwargs,
+            )
             if not mask.any():
                 raise LeFusionError(f"DiffMask gave an empty mask for {d:.1f} mm (seed {seed})")
             record = {
@@ -87,6 +104,8 @@ class DiffMaskShapes:
                 "sha256": self.model.weights_sha256[:16],
                 "seed": int(seed),
             }
+            if self.attributes:
+                record.update(attributes=dict(self.attributes), guidance=self.guidance)
             shapes.append(Shape(largest_component(mask), record))
         return shapes
 

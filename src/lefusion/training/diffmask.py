@@ -7,6 +7,10 @@ centroid), noises the mask to a random step t (Ho et al. 2020, eq. 4) and regres
 x0 (default) or the noise over the whole box (the global loss; there is no background to ignore in
 a mask model). See :mod:`lefusion.masks.diffmask` for why masks are better served by x0.
 
+A model with attributes (``config.attributes``, e.g. the four LIDC shape ratings) also gets each
+mask's ratings as its condition vector, dropped for classifier-free guidance as
+:mod:`lefusion.control.attributes` describes.
+
 Like :mod:`lefusion.training.trainer`, every random draw of step s comes from a generator seeded
 by (seed, s), so a run killed and resumed from its last saved state reproduces the uninterrupted
 run exactly; weights, EMA weights, optimizer and step are saved atomically. Under torchrun it
@@ -28,12 +32,14 @@ from tqdm import tqdm
 
 from ..checkpoints.format import save_checkpoint
 from ..config import PREDICTIONS, DenoiserConfig, ModelConfig, Prediction
+from ..control.attributes import DEFAULT_ATTRIBUTE_DROP, DEFAULT_COND_DROP, ENCODING, SHAPE_ATTRIBUTES, drop_conditions, encode_ratings
 from ..diffusion.channels import with_context
 from ..diffusion.losses import global_loss, prediction_target
 from ..diffusion.process import q_sample
 from ..errors import LeFusionError
 from ..masks.control_region import CONDITIONING, CONTROL_KINDS, SPACING_MM, ControlKind, mask_control, mask_form, pack_forms
 from ..masks.diffmask import diffmask_model_config
+from ..masks.mask_sets import load_training_ratings
 from .batches import MicroBatches, micro_batches
 from .distributed import Distributed, distributed
 from .session import open_run
@@ -54,7 +60,10 @@ class DiffMaskTrainConfig:
     the network's target, "x0" (default, the clean mask), "eps" (the noise, as DDPM and the
     public release) or "v" (sqrt(abar) eps - sqrt(1 - abar) x0, Salimans & Ho 2022). control:
     the control region built from each mask, "sphere" (the paper's) or "ellipsoid" (the mask's
-    volume and second-moment form; :mod:`lefusion.masks.control_region`).
+    volume and second-moment form; :mod:`lefusion.masks.control_region`). attributes: ratings the
+    model is conditioned on (subset of ``SHAPE_ATTRIBUTES``; () = none, the unconditioned model);
+    cond_drop / attribute_drop: probability that a sample's whole condition / one attribute is
+    dropped to "not given" (classifier-free guidance training).
     """
 
     steps: int = 10000
@@ -66,6 +75,9 @@ class DiffMaskTrainConfig:
     loss_type: Literal["l1", "l2"] = "l2"
     prediction: Prediction = "x0"
     control: ControlKind = "sphere"
+    attributes: tuple[str, ...] = ()
+    cond_drop: float = DEFAULT_COND_DROP
+    attribute_drop: float = DEFAULT_ATTRIBUTE_DROP
     ema_decay: float = 0.995
     ema_every: int = 1
     ema_start: int = 0
@@ -76,6 +88,12 @@ class DiffMaskTrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "box", tuple(int(v) for v in self.box))
+        object.__setattr__(self, "attributes", tuple(self.attributes))
+        unknown = sorted(set(self.attributes) - set(SHAPE_ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"attributes must be among {SHAPE_ATTRIBUTES}, got {unknown}")
+        if not (0.0 <= self.cond_drop < 1.0 and 0.0 <= self.attribute_drop < 1.0):
+            raise ValueError(f"cond_drop and attribute_drop must be in [0, 1), got {self.cond_drop}, {self.attribute_drop}")
         if self.clipped not in ("drop", "keep"):
             raise ValueError(f"clipped must be 'drop' or 'keep', got {self.clipped!r}")
         if self.prediction not in PREDICTIONS:
@@ -90,14 +108,8 @@ def _touches_border(masks: np.ndarray) -> np.ndarray:
     return np.stack([f.reshape(len(masks), -1).any(axis=1) for f in faces]).any(axis=0)
 
 
-def prepare_masks(masks: np.ndarray, box: tuple[int, int, int], clipped: str = "drop") -> tuple[np.ndarray, dict[str, Any]]:
-    """Centre-crop stored masks (N, D0, H0, W0) to `box` -> (bool (M, *box), counts).
-
-    counts: total, empty, clipped_by_box (lost voxels to the crop), touching_border (of the crop,
-    includes masks already cut by the stored box), used. Empty masks are always dropped; masks
-    touching the border are dropped when clipped == "drop". Raises LeFusionError if the box is
-    larger than the stored masks or no mask is left.
-    """
+def select_masks(masks: np.ndarray, box: tuple[int, int, int], clipped: str = "drop") -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`prepare_masks` whose counts also hold "kept": the (M,) input indices of the masks used."""
     masks = np.asarray(masks).astype(bool)
     if masks.ndim != 4:
         raise LeFusionError(f"masks must be (N, D, H, W), got shape {masks.shape}")
@@ -118,7 +130,20 @@ def prepare_masks(masks: np.ndarray, box: tuple[int, int, int], clipped: str = "
     }
     if not keep.any():
         raise LeFusionError(f"no usable mask left after cropping to {box} ({counts})")
-    return np.ascontiguousarray(crop[keep]), counts
+    return np.ascontiguousarray(crop[keep]), {**counts, "kept": np.flatnonzero(keep)}
+
+
+def prepare_masks(masks: np.ndarray, box: tuple[int, int, int], clipped: str = "drop") -> tuple[np.ndarray, dict[str, Any]]:
+    """Centre-crop stored masks (N, D0, H0, W0) to `box` -> (bool (M, *box), counts).
+
+    counts: total, empty, clipped_by_box (lost voxels to the crop), touching_border (of the crop,
+    includes masks already cut by the stored box), used. Empty masks are always dropped; masks
+    touching the border are dropped when clipped == "drop". Raises LeFusionError if the box is
+    larger than the stored masks or no mask is left.
+    """
+    crop, counts = select_masks(masks, box, clipped)
+    counts.pop("kept")
+    return crop, counts
 
 
 def augment(mask: np.ndarray, flips: torch.Tensor, quarter_turns: int) -> np.ndarray:
@@ -131,9 +156,10 @@ def augment(mask: np.ndarray, flips: torch.Tensor, quarter_turns: int) -> np.nda
 
 def make_batch(
     masks: np.ndarray, size: int, gen: torch.Generator, control: ControlKind = "sphere", part: slice = slice(None)
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw `size` masks with replacement, augment, build control regions -> (x0, control) each
-    (n, 1, D, H, W) float32 in [-1, 1], for the n samples of `part` (default all: n = size).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw `size` masks with replacement, augment, build control regions -> (x0, control, index):
+    x0 and control (n, 1, D, H, W) float32 in [-1, 1] for the n samples of `part` (default all:
+    n = size), index (size,) the masks drawn for the whole batch.
     Draw order from `gen`, always for all `size`: indices, flips, turns."""
     index = torch.randint(len(masks), (size,), generator=gen)
     flips = torch.rand((size, 3), generator=gen) < 0.5
@@ -145,7 +171,18 @@ def make_batch(
         x0.append(m)
         spheres.append(mask_control(m, control, SPACING_MM))
     as_signed = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32)) * 2 - 1  # noqa: E731
-    return as_signed(x0), as_signed(spheres)
+    return as_signed(x0), as_signed(spheres), index
+
+
+def batch_conditions(
+    ratings: np.ndarray, index: torch.Tensor, gen: torch.Generator, cond_drop: float, attribute_drop: float
+) -> torch.Tensor:
+    """Encoded, dropped conditions (B, 2K) float32 of the masks `index` drew, ratings (M, K) with
+    NaN where not rated. Draws from `gen` after make_batch's: u_all (B,), then u_each (B, K)."""
+    u_all = torch.rand(len(index), generator=gen, dtype=torch.float64).numpy()
+    u_each = torch.rand((len(index), ratings.shape[1]), generator=gen, dtype=torch.float64).numpy()
+    cond = encode_ratings(ratings[index.numpy()], [str(k) for k in range(ratings.shape[1])])
+    return torch.from_numpy(drop_conditions(cond, u_all, u_each, cond_drop, attribute_drop))
 
 
 @dataclass(frozen=True)
@@ -158,12 +195,18 @@ class DiffMaskBatchDraw:
     num_timesteps: int
     control: ControlKind = "sphere"
     part: slice = field(default_factory=lambda: slice(None))  # all of the batch
+    ratings: np.ndarray | None = None  # (M, K) of the masks, for a model with attributes
+    cond_drop: float = DEFAULT_COND_DROP
+    attribute_drop: float = DEFAULT_ATTRIBUTE_DROP
 
     def __call__(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        x0, sphere = make_batch(self.masks, self.batch_size, gen, self.control, self.part)
+        x0, sphere, index = make_batch(self.masks, self.batch_size, gen, self.control, self.part)
         t = torch.randint(self.num_timesteps, (self.batch_size,), generator=gen)
         noise = torch.randn((self.batch_size, *x0.shape[1:]), generator=gen)
-        return {"x0": x0, "sphere": sphere, "t": t[self.part], "noise": noise[self.part]}
+        batch = {"x0": x0, "sphere": sphere, "t": t[self.part], "noise": noise[self.part]}
+        if self.ratings is not None:  # drawn after the noise, for the whole batch, as in one process
+            batch["cond"] = batch_conditions(self.ratings, index, gen, self.cond_drop, self.attribute_drop)[self.part]
+        return batch
 
 
 def _load_masks(source: str | Path | np.ndarray) -> np.ndarray:
@@ -184,6 +227,7 @@ def train_diffmask(
     denoiser: DenoiserConfig,
     timesteps: int = 100,
     progress: bool = True,
+    ratings: np.ndarray | None = None,
 ) -> Path:
     """Train (or resume) a DiffMask; returns the folder of the exported EMA checkpoint.
 
@@ -191,19 +235,32 @@ def train_diffmask(
     the array itself; denoiser: widths/attention (the channel layout is forced to DiffMask's, see
     :func:`~lefusion.masks.diffmask.diffmask_model_config`); timesteps: T of the cosine schedule.
     run_dir receives train_state.pt (resumable), log.csv (step, loss, seconds) and checkpoint/.
+    ratings: (N, K) the masks' ratings in the order of `config.attributes` (NaN = not rated), for a
+    model with attributes; default: read from the npz
+    (:func:`~lefusion.masks.mask_sets.load_training_ratings`).
     """
     cfg, run_dir = config, Path(run_dir)
-    model_config = diffmask_model_config(denoiser, timesteps, cfg.box, cfg.prediction)
-    masks, counts = prepare_masks(_load_masks(train_npz), cfg.box, cfg.clipped)
+    model_config = diffmask_model_config(denoiser, timesteps, cfg.box, cfg.prediction, cfg.attributes)
+    stored = _load_masks(train_npz)
+    if cfg.attributes:
+        if ratings is None and isinstance(train_npz, np.ndarray):
+            raise LeFusionError("a model with attributes needs the masks' ratings: pass ratings=(N, K) with the masks array")
+        ratings = load_training_ratings(train_npz, cfg.attributes) if ratings is None else np.asarray(ratings, dtype=np.float64)
+        if ratings.shape != (len(stored), len(cfg.attributes)):
+            raise LeFusionError(f"ratings have shape {ratings.shape}, expected {(len(stored), len(cfg.attributes))}")
+    masks, counts = select_masks(stored, cfg.box, cfg.clipped)
+    kept = counts.pop("kept")
+    ratings = ratings[kept] if cfg.attributes else None
     with distributed(cfg.device) as ddp:
         # in a function of its own, so that its DDP wrapper is freed before the process group is
-        checkpoint = _train_steps(ddp, masks, counts, model_config, cfg, timesteps, run_dir, progress)
+        checkpoint = _train_steps(ddp, masks, ratings, counts, model_config, cfg, timesteps, run_dir, progress)
     return checkpoint
 
 
 def _train_steps(
     ddp: Distributed,
     masks: np.ndarray,
+    ratings: np.ndarray | None,
     counts: dict[str, Any],
     model_config: ModelConfig,
     cfg: DiffMaskTrainConfig,
@@ -216,7 +273,9 @@ def _train_steps(
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
     model, schedule, start = run.model, run.schedule, run.start
     network = ddp.wrap(model)
-    draw = DiffMaskBatchDraw(masks, cfg.batch_size, schedule.num_timesteps, cfg.control, ddp.part(cfg.batch_size))
+    draw = DiffMaskBatchDraw(
+        masks, cfg.batch_size, schedule.num_timesteps, cfg.control, ddp.part(cfg.batch_size), ratings, cfg.cond_drop, cfg.attribute_drop
+    )
     batches = micro_batches(MicroBatches(draw, cfg.seed), start, cfg.steps, cfg.workers, device.type == "cuda")
     weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process
 
@@ -228,7 +287,7 @@ def _train_steps(
     for step in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         x0, t, noise = batch["x0"], batch["t"], batch["noise"]
-        pred = network(with_context(q_sample(schedule, x0, t, noise), batch["sphere"]), t, None)
+        pred = network(with_context(q_sample(schedule, x0, t, noise), batch["sphere"]), t, batch.get("cond"))
         loss = global_loss(pred, prediction_target(cfg.prediction, schedule, x0, t, noise), cfg.loss_type)
         (loss * weight).backward()
         total = ddp.batch_mean(float(loss.item()), cfg.batch_size)
@@ -246,12 +305,14 @@ def _train_steps(
         bar.set_postfix(loss=f"{total:.4f}")
     checkpoint = run_dir / CHECKPOINT_DIR
     if ddp.is_main:
-        save_checkpoint(checkpoint, model_config, run.ema.state_dict(), _checkpoint_extra(cfg, counts, masks, timesteps))
+        save_checkpoint(checkpoint, model_config, run.ema.state_dict(), _checkpoint_extra(cfg, counts, masks, timesteps, ratings))
     ddp.barrier()  # every rank returns once the checkpoint is complete
     return checkpoint
 
 
-def _checkpoint_extra(cfg: DiffMaskTrainConfig, counts: dict[str, Any], masks: np.ndarray, timesteps: int) -> dict[str, Any]:
+def _checkpoint_extra(
+    cfg: DiffMaskTrainConfig, counts: dict[str, Any], masks: np.ndarray, timesteps: int, ratings: np.ndarray | None
+) -> dict[str, Any]:
     extra = {
         "diffmask": {
             "box": list(cfg.box),
@@ -263,6 +324,14 @@ def _checkpoint_extra(cfg: DiffMaskTrainConfig, counts: dict[str, Any], masks: n
         "train": {**dataclasses.asdict(cfg), "timesteps": int(timesteps)},
         "steps_done": cfg.steps,
     }
+    if cfg.attributes:
+        rated = np.isfinite(ratings)
+        extra["diffmask"]["attributes"] = list(cfg.attributes)
+        extra["diffmask"]["attribute_encoding"] = ENCODING
+        extra["diffmask"]["attribute_counts"] = {
+            name: {str(v): int((ratings[rated[:, k], k] == v).sum()) for v in np.unique(ratings[rated[:, k], k])}
+            for k, name in enumerate(cfg.attributes)
+        }
     if cfg.control == "ellipsoid":  # sampling draws the proportions of a random training lesion
         extra["diffmask"]["control_forms"] = pack_forms([mask_form(m, SPACING_MM) for m in masks])
     return extra
