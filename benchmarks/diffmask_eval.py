@@ -40,7 +40,7 @@ from lefusion.masks.diffmask import (
     sample_x0,
 )
 from lefusion.masks.handcrafted import handcrafted_mask
-from lefusion.masks.shape import DESCRIPTORS, shape_descriptors, shape_distance
+from lefusion.masks.shape import DESCRIPTORS, equivalent_diameter_mm, shape_descriptors, shape_distance
 from lefusion.training.diffmask import prepare_masks
 
 SHORT = {
@@ -54,11 +54,6 @@ SHORT = {
     "solidity": "solid",
     "component_count": "comps",
 }
-
-
-def eq_diameter(mask: np.ndarray) -> float:
-    """Equivalent diameter in mm of a 1 mm isotropic mask."""
-    return float((6.0 * mask.sum() / np.pi) ** (1.0 / 3.0))
 
 
 def descriptors(masks: list[np.ndarray]) -> tuple[list[dict[str, float]], int]:
@@ -113,7 +108,7 @@ def diffmask_variants(model, name: str, diameters, centres, boundary, args) -> d
 
 def shape_table(model, box, train: np.ndarray, test: np.ndarray, args) -> str:
     rng = np.random.default_rng(args.seed)
-    test_diam = np.array([eq_diameter(m) for m in test])
+    test_diam = np.array([equivalent_diameter_mm(m) for m in test])
     diameters = rng.choice(test_diam, size=args.n_shape, replace=True)
     centre = tuple((s - 1) / 2.0 for s in box)
     real_test, _ = descriptors(list(test))
@@ -149,7 +144,7 @@ def control_requests(box, test: np.ndarray, n: int, seed: int, jitter: float):
     """n (diameter, centre) requests: diameters from the test set, centres within +-jitter voxels
     of the box centre, pulled in so the sphere stays inside the box."""
     rng = np.random.default_rng(seed + 1)
-    diameters = rng.choice([eq_diameter(m) for m in test], size=n, replace=True)
+    diameters = rng.choice([equivalent_diameter_mm(m) for m in test], size=n, replace=True)
     centre = np.array([(s - 1) / 2.0 for s in box])
     room = np.maximum((np.array(box)[None] - diameters[:, None]) / 2.0 - 1.0, 0.0)  # (n, 3) voxels
     centres = centre + np.clip(rng.uniform(-jitter, jitter, size=(n, 3)), -room, room)
@@ -175,7 +170,7 @@ def control_table(model, box, test: np.ndarray, args) -> str:
     hc_sec = (time.perf_counter() - started) / len(hc)
     rows, bins = [], []
     for name, (masks, s) in {**variants, "hand-crafted": (hc, hc_sec)}.items():
-        got = np.array([eq_diameter(m) for m in masks])
+        got = np.array([equivalent_diameter_mm(m) for m in masks])
         rel = np.abs(got / diameters - 1.0)
         err = np.array([np.linalg.norm(np.array(ndimage.center_of_mass(m)) - c) if m.any() else np.nan for m, c in zip(masks, centres)])
         inside = np.mean([not (m & ~boundary).any() for m in masks])

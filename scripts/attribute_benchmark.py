@@ -49,7 +49,7 @@ from lefusion.masks.diffmask import (
     postprocess,
     sample_x0,
 )
-from lefusion.masks.shape import IRREGULARITY, irregularity_descriptors, shape_descriptors
+from lefusion.masks.shape import IRREGULARITY, equivalent_diameter_mm, irregularity_descriptors, shape_descriptors
 from lefusion.training.diffmask import select_masks
 
 SHAPE_KEYS = ("sphericity", "elongation", "flatness", "extent", "solidity")
@@ -66,10 +66,6 @@ def rating_class(values: np.ndarray) -> np.ndarray:
 def features(mask: np.ndarray) -> np.ndarray:
     d = {**shape_descriptors(mask), **irregularity_descriptors(mask)}
     return np.array([d[k] for k in FEATURES], dtype=np.float64)
-
-
-def eq_diameter(mask: np.ndarray) -> float:
-    return float((6.0 * mask.sum() / np.pi) ** (1.0 / 3.0))
 
 
 def real_sets(masks_dir: Path, box: tuple[int, int, int], out: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -155,14 +151,14 @@ def evaluate_run(model, x0: np.ndarray, requests: dict, clf, attribute: str) -> 
     sized = [postprocess(x, threshold="size", sphere=r) for x, r in zip(x0, regions)]
     own = [postprocess(x, threshold=0.0, sphere=r) for x, r in zip(x0, regions)]
     req_d = np.asarray(requests["diameters"], dtype=np.float64)
-    got = np.array([eq_diameter(m) for m in own])
+    got = np.array([equivalent_diameter_mm(m) for m in own])
     keep = [i for i, m in enumerate(sized) if m.any()]
     feats = np.stack([features(sized[i]) for i in keep])
     requested = np.asarray(requests["rating"])[keep]
     predicted = clf.predict(feats)
     return {
         "size_within_20pct_threshold0": float((np.abs(got / req_d - 1) <= 0.2).mean()),
-        "size_within_20pct_size": float((np.abs(np.array([eq_diameter(m) for m in sized]) / req_d - 1) <= 0.2).mean()),
+        "size_within_20pct_size": float((np.abs(np.array([equivalent_diameter_mm(m) for m in sized]) / req_d - 1) <= 0.2).mean()),
         "median_abs_rel_size_err_threshold0": float(np.median(np.abs(got / req_d - 1))),
         "empty": len(sized) - len(keep),
         "agreement": agreement(requested, predicted),
@@ -194,7 +190,7 @@ def montage(real: dict, rows: list, attribute: str, diameter: float, guidance: f
     from matplotlib import pyplot as plt
 
     col = SHAPE_ATTRIBUTES.index(attribute)
-    test_cls, test_d = rating_class(real["test"]["ratings"][:, col]), np.array([eq_diameter(m) for m in real["test"]["masks"]])
+    test_cls, test_d = rating_class(real["test"]["ratings"][:, col]), np.array([equivalent_diameter_mm(m) for m in real["test"]["masks"]])
     n = len(rows[0])
     fig, axes = plt.subplots(len(RATINGS), n + 1, figsize=(1.1 * (n + 1), 1.15 * len(RATINGS)), dpi=80)
     for i, r in enumerate(RATINGS):
@@ -210,7 +206,7 @@ def montage(real: dict, rows: list, attribute: str, diameter: float, guidance: f
             ax.imshow(m[z], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if j == 0:
                 ax.set_ylabel(f"{attribute[:5]} {r}", fontsize=7)
-                ax.set_title(f"real {eq_diameter(m):.0f} mm", fontsize=6)
+                ax.set_title(f"real {equivalent_diameter_mm(m):.0f} mm", fontsize=6)
             elif i == 0 and j == 1:
                 ax.set_title(f"DiffMask {diameter:g} mm, w={guidance:g} (same seed per column)", fontsize=6, loc="left")
     fig.tight_layout(pad=0.2)
@@ -296,7 +292,7 @@ def main() -> None:
 
     col = SHAPE_ATTRIBUTES.index(args.attribute)
     test_cls = rating_class(real["test"]["ratings"][:, col])
-    test_d = np.array([eq_diameter(m) for m in real["test"]["masks"]])
+    test_d = np.array([equivalent_diameter_mm(m) for m in real["test"]["masks"]])
     rng = np.random.default_rng(args.seed)
     requests = {"diameters": [], "seed": args.seed, "attributes": [], "rating": []}
     for r in RATINGS:

@@ -222,7 +222,7 @@ def lesion_rows(model, args) -> tuple[list[dict], dict]:
 
 def mask_rows(model, args) -> tuple[list[dict], dict]:
     from lefusion.masks.diffmask import control_regions, model_box, postprocess, sample_x0
-    from lefusion.masks.shape import shape_descriptors
+    from lefusion.masks.shape import equivalent_diameter_mm, shape_descriptors
     from lefusion.training.diffmask import prepare_masks
 
     box = model_box(model)
@@ -230,7 +230,7 @@ def mask_rows(model, args) -> tuple[list[dict], dict]:
         test, _ = prepare_masks(f["masks"], box)
     real_test = [shape_descriptors(m) for m in test]
     rng = np.random.default_rng(0)
-    diameters = rng.choice([sm.eq_diameter(m) for m in test], size=args.n_masks, replace=True)
+    diameters = rng.choice([equivalent_diameter_mm(m) for m in test], size=args.n_masks, replace=True)
     centre = tuple((s - 1) / 2.0 for s in box)
     floor = [shape_descriptors(test[i]) for i in rng.choice(len(test), size=args.n_masks, replace=False)]
     reference = {"real_test": len(test), "shape_distance_real_subset": sm.shape_distance(real_test, floor, reference=real_test)["score"]}

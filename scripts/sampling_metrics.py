@@ -29,7 +29,7 @@ from lefusion.diffusion.model import DiffusionModel
 from lefusion.evaluation.patches import lesion_patches
 from lefusion.evaluation.quality import median_bandwidth, mmd, sliced_wasserstein
 from lefusion.io import read_volume
-from lefusion.masks.shape import shape_descriptors, shape_distance
+from lefusion.masks.shape import equivalent_diameter_mm, shape_descriptors, shape_distance
 
 
 @dataclass
@@ -129,16 +129,11 @@ def mean_sem(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def eq_diameter(mask: np.ndarray) -> float:
-    """Equivalent diameter in mm of a 1 mm isotropic mask."""
-    return float((6.0 * mask.sum() / np.pi) ** (1.0 / 3.0))
-
-
 def mask_figures(sized: list[np.ndarray], own: list[np.ndarray], requested: np.ndarray, real_test: list[dict]) -> dict[str, float]:
     """DiffMask figures of one sampler: shape distance of the size-thresholded masks to the real
     test nodules' descriptors, and size accuracy of the network's own masks (threshold 0)."""
     desc = [shape_descriptors(m) for m in sized if m.any()]
-    got = np.array([eq_diameter(m) for m in own])
+    got = np.array([equivalent_diameter_mm(m) for m in own])
     rel = np.abs(got / requested - 1.0)
     return {
         "shape_distance": shape_distance(real_test, desc, reference=real_test)["score"] if desc else float("nan"),

@@ -49,3 +49,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_LUNG_ROI = (8, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny_lung(tmp_path_factory) -> Path:
+    """A lung phantom of 6 pathological, 2 normal and 1 test ROI of TINY_LUNG_ROI at 2 mm (training tests)."""
+    from lefusion.phantoms import write_lung_phantom
+
+    root = tmp_path_factory.mktemp("data") / "lung"
+    write_lung_phantom(root, n_pathological=6, n_normal=2, n_test=1, seed=0, roi_shape=TINY_LUNG_ROI, spacing=(2.0, 2.0, 2.0))
+    return root

@@ -19,7 +19,6 @@ from lefusion.data.conventions import conventions_for
 from lefusion.diffusion.losses import diffusion_loss
 from lefusion.diffusion.schedule import NoiseSchedule
 from lefusion.models import Denoiser
-from lefusion.phantoms import write_lung_phantom
 from lefusion.training import DiffMaskTrainConfig, TrainConfig, train_diffmask
 from lefusion.training.batches import LesionBatchDraw
 from lefusion.training.distributed import Distributed, distributed
@@ -27,9 +26,11 @@ from lefusion.training.run import train_on_folder, training_dataset
 from lefusion.training.session import step_generator
 from lefusion.training.state import load_state
 
+from .conftest import TINY_LUNG_ROI
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROI = (8, 16, 16)
+ROI = TINY_LUNG_ROI
 TINY = DenoiserConfig(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
 SCHEDULE = ScheduleConfig(timesteps=8)
 STEPS = 20
@@ -149,10 +150,8 @@ def _gradient_rank(rank: int, world: int, port: int, data: Path, batch_sizes: tu
 
 
 @pytest.fixture(scope="module")
-def lung(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "lung"
-    write_lung_phantom(root, n_pathological=6, n_normal=2, n_test=1, seed=0, roi_shape=ROI, spacing=(2.0, 2.0, 2.0))
-    return root
+def lung(tiny_lung) -> Path:
+    return tiny_lung
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import torch
 from lefusion.config import DenoiserConfig, PreprocessConfig, ScheduleConfig
 from lefusion.data.conventions import conventions_for
 from lefusion.diffusion.losses import global_loss, lesion_focused_loss
-from lefusion.phantoms import write_lung_phantom
 from lefusion.training import TrainConfig
 from lefusion.training.batches import LesionBatchDraw, MicroBatches, micro_batches
 from lefusion.training.diffmask import DiffMaskBatchDraw
@@ -20,17 +19,17 @@ from lefusion.training.distributed import Distributed
 from lefusion.training.run import train_on_folder, training_dataset
 from lefusion.training.state import load_state
 
+from .conftest import TINY_LUNG_ROI
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROI = (8, 16, 16)
+ROI = TINY_LUNG_ROI
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def lung(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "lung"
-    write_lung_phantom(root, n_pathological=6, n_normal=2, n_test=1, seed=0, roi_shape=ROI, spacing=(2.0, 2.0, 2.0))
-    return root
+def lung(tiny_lung) -> Path:
+    return tiny_lung
 
 
 @pytest.fixture(scope="module")
