@@ -93,6 +93,10 @@ def test_training_sets(chests, tmp_path: Path) -> None:
     assert [s.origin for s in mixed].count("augmented") == 1 and all(s.origin == "real" for s in plain)
     with pytest.raises(LeFusionError, match="needs --augmented"):
         training_set("real+augmented", train, test, None)
+    synthetic = training_set("synthetic", train, test, augmented)
+    assert [(s.name, s.origin) for s in synthetic] == [("CHEST-N001", "augmented")]  # no real scan at all
+    with pytest.raises(LeFusionError, match="needs --augmented"):
+        training_set("synthetic", train, test, None)
     leak = tmp_path / "leak"
     shutil.copytree(augmented, leak)
     for folder in ("images", "labels"):
@@ -118,6 +122,22 @@ def test_whole_scan_benchmark_runs_and_resumes(chests, tmp_path: Path, capsys) -
     run_whole_scan_benchmark(real, augmented, out, config)
     assert "saved in an earlier run, skipped" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in runs] == before
+
+
+def test_mri_normaliser_over_nonzero_voxels() -> None:
+    """Skull-stripped MRI: the z-score is taken over the brain (non-zero voxels), the surround stays
+    0; without `nonzero` the empty surround drags the statistics."""
+    from lefusion.evaluation.segmentation.data import Normaliser
+
+    image = np.zeros((10, 10, 10))
+    brain = _ball(image.shape, (5, 5, 5), 3)
+    image[brain] = np.random.default_rng(0).normal(500.0, 50.0, int(brain.sum()))
+    out = Normaliser.fit("mri", [], nonzero=True)(image)
+    assert abs(out[brain].mean()) < 1e-5 and abs(out[brain].std() - 1) < 1e-5 and (out[~brain] == 0).all()
+    whole = Normaliser.fit("mri", [])(image)
+    assert abs(whole.mean()) < 1e-5 and whole[~brain].max() < 0  # the surround is not 0 there
+    with pytest.raises(LeFusionError, match="zero everywhere"):
+        Normaliser("mri", nonzero=True)(np.zeros((4, 4, 4)))
 
 
 def _load_recipe():

@@ -80,6 +80,8 @@ def _whole_scan(args: argparse.Namespace) -> int:
         lesion_labels=tuple(args.lesion_labels),
         organ_labels=tuple(args.organ_labels) if args.organ_labels else None,
         device=args.device,
+        modality=args.modality,
+        organ_name=args.organ_name or ("lungs" if args.modality == "ct" else "organ"),
     )
     summary = run_whole_scan_benchmark(args.real, args.augmented, args.out, config, organs=args.organs)
     print(summary.read_text())
@@ -102,7 +104,23 @@ def add_whole_scan_parser(esub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--augmented", help="a `lefusion augment` output folder (images/ + labels/); same-named real training scans are replaced"
     )
-    p.add_argument("--settings", nargs="+", default=["real", "real+augmented"], choices=["real", "real+augmented"])
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=["real", "real+augmented"],
+        choices=["real", "real+augmented", "synthetic"],
+        help="real: the real training scans; real+augmented: with the --augmented scans replacing / added to them; "
+        "synthetic: the --augmented scans alone (default: real real+augmented)",
+    )
+    p.add_argument(
+        "--modality",
+        choices=["ct", "mri"],
+        default="ct",
+        help="intensity normalisation: ct (nnU-Net CT scheme, default) or mri (per-scan z-score over non-zero voxels; needs organ maps)",
+    )
+    p.add_argument(
+        "--organ-name", help="what the report calls the organ of the false-positive split (default: lungs for CT, organ for MRI)"
+    )
     p.add_argument("--organs", help="organ label maps of the test scans (default: REAL/organs/ if present, else the built-in lung mask)")
     p.add_argument(
         "--organ-labels",
@@ -129,6 +147,33 @@ def add_whole_scan_parser(esub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out", required=True, help="results folder (resumes from the runs saved there)")
     p.set_defaults(handler=_whole_scan)
+
+
+def _reconstruction(args: argparse.Namespace) -> int:
+    require_extra("monai")
+    from ..evaluation.reconstruction import evaluate_reconstruction
+
+    summary = evaluate_reconstruction(args.generated, args.organs, args.out)
+    print(
+        f"{summary['method']}: {summary['cases']} scans; lesion MAE {summary['mae_lesion']:.4f}, "
+        f"lesion MSE {summary['mse_lesion']:.4f}, MS-SSIM {summary['ms_ssim']:.4f} (units: the real scan's brain range)\n"
+        f"  {args.out}/reconstruction.json"
+    )
+    return 0
+
+
+def add_reconstruction_parser(esub: argparse._SubParsersAction) -> None:
+    """Add `reconstruction` to the `evaluate` command's sub-parsers."""
+    p = esub.add_parser(
+        "reconstruction",
+        help="lesion-region MAE / MSE and MS-SSIM of generated scans against the real scans they were generated from",
+    )
+    p.add_argument(
+        "--generated", required=True, help="a `lefusion generate` output folder made from real pathological scans (manifest.json)"
+    )
+    p.add_argument("--organs", help="organ label maps named like the real scans (default: the real scan's non-zero voxels)")
+    p.add_argument("--out", required=True, help="folder for reconstruction.json")
+    p.set_defaults(handler=_reconstruction)
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -215,3 +260,4 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
     add_quality_parser(esub)
     add_whole_scan_parser(esub)
+    add_reconstruction_parser(esub)

@@ -5,7 +5,9 @@ Normalisation (nnU-Net's per-modality defaults):
   training cases, then z-score with the mean / std of those foreground intensities. The statistics
   come from the real training cases only, so every setting sees the same test-time inputs and the
   comparison isolates the effect of the added training data.
-- MRI: per-case z-score over the whole volume (MRI intensities have no absolute scale).
+- MRI: per-case z-score over the whole volume (MRI intensities have no absolute scale); with
+  `nonzero` (skull-stripped brains), over the non-zero voxels only, the zero background staying 0
+  (nnU-Net's `use_mask_for_norm`: the head's empty surround would otherwise dominate the statistics).
 
 Labels are mapped from label ids to class indices 0..K-1 (index into `LabelScheme.all_labels`), so
 the segmenter predicts every structure the labels mark (EMIDEC: cavity and myocardium as well as
@@ -41,19 +43,20 @@ class Sample:
 @dataclass(frozen=True)
 class Normaliser:
     """nnU-Net-style intensity normalisation (see module docstring). CT uses the fitted numbers;
-    MRI needs none (each case is z-scored on its own)."""
+    MRI needs none (each case is z-scored on its own, over its non-zero voxels when `nonzero`)."""
 
     modality: Modality
     lower: float = 0.0
     upper: float = 0.0
     mean: float = 0.0
     std: float = 1.0
+    nonzero: bool = False
 
     @classmethod
-    def fit(cls, modality: Modality, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Normaliser:
+    def fit(cls, modality: Modality, pairs: Iterable[tuple[np.ndarray, np.ndarray]], nonzero: bool = False) -> Normaliser:
         """Fit on (image, label id) arrays of the real training cases; only CT needs statistics."""
         if modality == "mri":
-            return cls("mri")
+            return cls("mri", nonzero=nonzero)
         foreground = np.concatenate([image[label > 0].astype(np.float64).ravel() for image, label in pairs])
         if foreground.size == 0:
             raise LeFusionError("the real training cases have no labelled voxel; cannot fit the CT intensity normalisation")
@@ -65,7 +68,15 @@ class Normaliser:
         image = image.astype(np.float64)
         if self.modality == "ct":
             return ((np.clip(image, self.lower, self.upper) - self.mean) / self.std).astype(np.float32)
-        return ((image - image.mean()) / max(float(image.std()), 1e-8)).astype(np.float32)
+        if not self.nonzero:
+            return ((image - image.mean()) / max(float(image.std()), 1e-8)).astype(np.float32)
+        inside = image != 0
+        if not inside.any():
+            raise LeFusionError("an MRI scan is zero everywhere; nothing to normalise")
+        values = image[inside]
+        normalised = np.zeros(image.shape, dtype=np.float32)
+        normalised[inside] = (values - values.mean()) / max(float(values.std()), 1e-8)
+        return normalised
 
 
 @dataclass(frozen=True)

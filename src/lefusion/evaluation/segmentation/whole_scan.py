@@ -11,14 +11,18 @@ inference (MONAI, Gaussian-weighted windows). Settings:
   output) holds under the same name replaced by its augmented version, and augmented scans of
   other names added. When augment ran on the dataset's own lesion-free scans, the two settings see
   the same anatomy and differ only by the synthetic lesions.
+- `synthetic`: the `--augmented` scans alone (a synthetic-only training set, as in the
+  Lesion-DDPM paper's "trained only on synthetic scans" row); no real lesion is seen in training.
 
 Scores per held-out scan: Dice, NSD and HD95 of the lesion voxels (`metrics.score_case`), and
 lesion-level sensitivity and false positives per scan, in and outside the lungs (`lesions`). The
 lung mask of a test scan is its organ label map (`--organs`, default REAL/organs/ when present;
-TotalSegmentator lobe ids, or any non-zero label) or, without one, the built-in lung mask. Each
+TotalSegmentator lobe ids, or any non-zero label; for brains, the brain = every non-zero
+anatomy label) or, without one, the built-in lung mask (CT only). Each
 (setting, seed) run is saved to OUT/runs/ atomically; a re-run skips saved runs (after checking
-they trained on the same scans), so the benchmark resumes. Intensities: nnU-Net's CT scheme,
-fitted on the real training scans' lesion voxels (`data.Normaliser`), the same for every setting.
+they trained on the same scans), so the benchmark resumes. Intensities (`data.Normaliser`, the
+same for every setting): CT, nnU-Net's CT scheme fitted on the real training scans' lesion voxels;
+MRI, a per-scan z-score over the scan's non-zero voxels (skull-stripped brains keep a 0 surround).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import torch
 from ...data.layouts import Case, find_cases
 from ...data.roi import validate_pair
 from ...data.scans import Scan, organ_mask_path
+from ...data.sources import Modality
 from ...device import resolve_device
 from ...errors import LeFusionError
 from ...io import atomic_write_text, read_volume
@@ -50,6 +55,7 @@ from .report import _csv, _mean_std
 from .train import TrainSettings, _autocast, _precision, train_network
 
 SETTINGS = ("real", "real+augmented")
+ALL_SETTINGS = (*SETTINGS, "synthetic")
 RUNS = "runs"
 
 
@@ -68,6 +74,8 @@ class WholeScanConfig:
     lesion_labels: tuple[int, ...] = (1,)
     organ_labels: tuple[int, ...] | None = None  # None: lung lobes if present, else every non-zero label
     device: str = "auto"
+    modality: Modality = "ct"
+    organ_name: str = "lungs"  # how the report names the organ of the false-positive split
 
 
 @dataclass(frozen=True)
@@ -106,15 +114,19 @@ def training_set(setting: str, train: Sequence[ScanFile], test: Sequence[ScanFil
     test scan: it would put a test patient's anatomy into training."""
     if setting == "real":
         return list(train)
-    if setting != "real+augmented":
-        raise LeFusionError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
+    if setting not in ALL_SETTINGS:
+        raise LeFusionError(f"unknown setting {setting!r}; choose from {', '.join(ALL_SETTINGS)}")
     if augmented is None:
-        raise LeFusionError("setting real+augmented needs --augmented (a `lefusion augment` output folder)")
+        raise LeFusionError(f"setting {setting} needs --augmented (a `lefusion augment` or `generate` output folder)")
     cases = _labelled(find_cases(augmented), augmented)
+    if not cases:
+        raise LeFusionError(f"{augmented}: no scans found (images/ + masks/ or labels/)")
     leaking = sorted({c.name for c in cases} & {t.name for t in test})
     if leaking:
         raise LeFusionError(f"{augmented}: augmented scan(s) {', '.join(leaking[:5])} are test scans of the real dataset")
     replacement = {c.name: ScanFile(c.name, c.image, c.mask, "augmented") for c in cases}  # type: ignore[arg-type]
+    if setting == "synthetic":
+        return [replacement[name] for name in sorted(replacement)]
     kept = [replacement.pop(s.name, s) for s in train]
     return kept + [replacement[name] for name in sorted(replacement)]
 
@@ -123,7 +135,7 @@ def training_set(setting: str, train: Sequence[ScanFile], test: Sequence[ScanFil
 
 
 def read_scan(scan: ScanFile, lesion_labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """(image (D, H, W) in HU as float32, lesion (D, H, W) uint8 0/1, spacing (z, y, x) mm), after
+    """(image (D, H, W) in the file's units (HU for CT) as float32, lesion (D, H, W) uint8 0/1, spacing (z, y, x) mm), after
     checking grid, labels and finiteness (LeFusionError naming the files)."""
     image, label = read_volume(scan.image), read_volume(scan.label)
     validate_pair(image, label, lesion_labels, None, scan.image, scan.label, require_lesion=False)
@@ -132,7 +144,7 @@ def read_scan(scan: ScanFile, lesion_labels: tuple[int, ...]) -> tuple[np.ndarra
 
 
 def test_organ(scan: ScanFile, organs: Path | None, labels: tuple[int, ...] | None) -> np.ndarray:
-    """The lungs of a test scan (bool, its grid): its organ label map, or the built-in lung mask."""
+    """The organ of a test scan (bool, its grid): its organ label map, or the built-in lung mask (CT)."""
     if organs is None:
         return lung_mask(scan.image)
     path = organ_mask_path(organs, Scan(scan.name, scan.image, scan.label))
@@ -189,7 +201,9 @@ def run_whole_scan_benchmark(
     for scan in [*test, *(s for v in sets.values() for s in v)]:
         if scan.image not in cache:
             cache[scan.image] = read_scan(scan, config.lesion_labels)
-    normaliser = Normaliser.fit("ct", [(cache[s.image][0], cache[s.image][1]) for s in train])
+    if config.modality == "mri" and organs is None:
+        raise LeFusionError(f"{real}: MRI scans need organ label maps for the false-positive split (--organs, or REAL/organs/)")
+    normaliser = Normaliser.fit(config.modality, [(cache[s.image][0], cache[s.image][1]) for s in train], nonzero=True)
     organ_masks = {s.name: test_organ(s, organs, config.organ_labels) for s in test}
 
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +301,7 @@ COLUMNS = (
     ("hd95", "HD95 (mm)", 1.0),
     ("sensitivity", "lesion sensitivity (%)", 100.0),
     ("fp_per_scan", "FP / scan", 1.0),
-    ("fp_outside_per_scan", "FP / scan outside lungs", 1.0),
+    ("fp_outside_per_scan", "FP / scan outside {organ}", 1.0),
 )
 
 
@@ -309,7 +323,7 @@ def write_whole_scan_report(out: Path, runs: Sequence[dict], config: WholeScanCo
             entry[key] = dict(zip(("mean", "std"), _mean_std([m[key] for m in per_seed])))
         summary.append(entry)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    header = ["setting", "training scans (lesions)", "seeds", *(label for _, label, _ in COLUMNS)]
+    header = ["setting", "training scans (lesions)", "seeds", *(label.format(organ=config.organ_name) for _, label, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * len(COLUMNS)]
     for entry in summary:
         cells = [entry["setting"], f"{entry['training_scans']} ({entry['training_lesions']})", str(entry["seeds"])]
@@ -325,6 +339,6 @@ def write_whole_scan_report(out: Path, runs: Sequence[dict], config: WholeScanCo
         f"{n_test} held-out whole scans; mean ± std over seeds of each run's mean. Dice / NSD (tolerance "
         f"{config.nsd_tolerance} mm) over all test scans; HD95 over scans where both masks are non-empty; a lesion is "
         "detected when a predicted voxel touches it; a false positive is a predicted component touching no lesion, "
-        "'outside lungs' when most of it lies outside the lung mask.\n\n" + "\n".join(lines) + "\n"
+        f"'outside {config.organ_name}' when most of it lies outside the organ mask.\n\n" + "\n".join(lines) + "\n"
     )
     return atomic_write_text(out / "summary.md", text)
