@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 # to the CUDA build you want (or install it into the venv first; a satisfied spec installs nothing).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv demo test test-all lint format benchmark-cpu benchmark-gpu benchmark-wholescan-cpu benchmark-wholescan-gpu clean
+.PHONY: venv demo test test-all lint format benchmark-cpu benchmark-gpu benchmark-wholescan-cpu benchmark-wholescan-gpu benchmark-brain-cpu benchmark-brain-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -49,6 +49,13 @@ benchmark-wholescan-cpu: venv
 
 benchmark-wholescan-gpu: venv
 	$(PY) scripts/whole_scan_benchmark.py --profile gpu --workdir outputs/wholescan-gpu
+
+# Brain MRI (FLAIR, MS lesions): every method, real only / synthetic only / real + synthetic, and reconstruction scores.
+benchmark-brain-cpu: venv
+	$(PY) scripts/brain_benchmark.py --profile cpu --workdir outputs/brain-cpu
+
+benchmark-brain-gpu: venv
+	$(PY) scripts/brain_benchmark.py --profile gpu --workdir outputs/brain-gpu
 
 clean:
 	rm -rf $(VENV) outputs

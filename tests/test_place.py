@@ -214,3 +214,21 @@ def test_place_with_the_built_in_lung_mask_on_phantom_chests(tmp_path):
         lungs = read_volume(root / "organs" / f"{name}.nii.gz").array
         new = read_volume(out / entry["mask"]).array > 0
         assert new.sum() > 0 and np.isin(lungs[new], (10, 11, 12, 13, 14)).mean() > 0.98, "lesions lie in the true lungs"
+
+
+def test_place_fits_lesions_into_a_thin_organ(tmp_path):
+    """A 12 mm slab at 2 mm voxels (white matter is often that thin): two 8 mm lesions fit with a
+    voxel of margin in an orientation that fits. The strict candidates (the shape's full reach of
+    organ around the centre) cannot exist here; the relaxed round finds them."""
+    geometry = Geometry(spacing=(2.0, 2.0, 2.0))
+    shape = (40, 40, 40)
+    organ = np.zeros(shape, np.uint8)
+    organ[15:21, 4:36, 4:36] = 3  # 6 voxels = 12 mm thick
+    write_volume(Volume(np.where(organ > 0, 300.0, 0.0).astype(np.float32), geometry), tmp_path / "scans" / "slab.nii.gz")
+    write_volume(Volume(organ, geometry), tmp_path / "organs" / "slab.nii.gz")
+    args = ["place", "--scans", str(tmp_path / "scans"), "--out", str(tmp_path / "placed"), "--organ-masks", str(tmp_path / "organs")]
+    args += ["--organ-labels", "3", "--lesions", "2", "--diameter", "8", "--shapes", "handcrafted", "--seed", "0"]
+    assert main(args) == 0
+    mask = read_volume(tmp_path / "placed" / "masks" / "slab.nii.gz").array > 0
+    assert ndimage.label(mask, np.ones((3, 3, 3)))[1] == 2
+    assert not (mask & ~ndimage.binary_erosion(organ > 0, np.ones((3, 3, 3)))).any()
