@@ -159,14 +159,6 @@ def _crop(array: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.pad(array[window], pads)
 
 
-def _candidate_centres(placer: Placer, reach_mm: float, relaxed_mm: float, rng: np.random.Generator, attempts: int):
-    """Strict candidates (the full reach inside the organ), then relaxed ones (thin organs: only the
-    exact check can tell). The relaxed round is drawn only once the strict one is used up, so a
-    placement that succeeds at once stays what it was."""
-    yield from placer.candidates(reach_mm, rng, attempts)
-    yield from placer.candidates(relaxed_mm, rng, attempts)
-
-
 def place_lesions(
     placer: Placer, shapes: Sequence[Shape], diameters: Sequence[float], rng: np.random.Generator, where: str, attempts: int = 40
 ) -> list[PlacedLesion]:
@@ -174,7 +166,10 @@ def place_lesions(
     placed = []
     for i, (shape, diameter) in enumerate(zip(shapes, diameters)):
         radius = shape.reach_fraction * diameter / 2
-        for centre in _candidate_centres(placer, radius, diameter / 4, rng, attempts):
+        # the relaxed round is drawn only when the strict one found nothing, so placements that
+        # succeed at once stay what they were
+        rounds = (lambda: placer.candidates(radius, rng, attempts), lambda: placer.candidates(diameter / 4, rng, attempts))
+        for centre in (c for draw in rounds for c in draw()):
             voxels = lay_shape(placer.geometry, placer.shape, shape, diameter, centre)
             laid_mm = (6.0 * len(voxels) * float(np.prod(placer.geometry.spacing)) / np.pi) ** (1 / 3)
             if abs(laid_mm / diameter - 1) <= SIZE_TOLERANCE and placer.fits(voxels):
