@@ -14,10 +14,7 @@ scaled so its equivalent diameter is the requested one: the box's voxel size is 
 d_requested / d_shape mm and the mask resampled with its volume kept (the k voxels of largest
 interpolated coverage, k = volume / voxel volume). Candidate centres come from a distance map of
 the organ on a grid of about 3 mm, each candidate is checked exactly on the scan's grid, and a
-placed lesion removes the candidates around it. Candidates first need the lesion's full reach
-(the radius of a sphere around any orientation of the shape) of organ around them; when none of
-those fits, a second round takes centres with half the equivalent radius, so a lesion still finds
-its place in a thin organ (the white matter) in an orientation that fits, which the exact check decides. A scan without room for the request is an error
+placed lesion removes the candidates around it. A scan without room for the request is an error
 that names it.
 """
 
@@ -166,10 +163,7 @@ def place_lesions(
     placed = []
     for i, (shape, diameter) in enumerate(zip(shapes, diameters)):
         radius = shape.reach_fraction * diameter / 2
-        # the relaxed round is drawn only when the strict one found nothing, so placements that
-        # succeed at once stay what they were
-        rounds = (lambda: placer.candidates(radius, rng, attempts), lambda: placer.candidates(diameter / 4, rng, attempts))
-        for centre in (c for draw in rounds for c in draw()):
+        for centre in placer.candidates(radius, rng, attempts):
             voxels = lay_shape(placer.geometry, placer.shape, shape, diameter, centre)
             laid_mm = (6.0 * len(voxels) * float(np.prod(placer.geometry.spacing)) / np.pi) ** (1 / 3)
             if abs(laid_mm / diameter - 1) <= SIZE_TOLERANCE and placer.fits(voxels):
