@@ -131,7 +131,9 @@ def read_labels(case: VolumeCase, config: VolumeConfig) -> ScanLabels:
     lesion = mask.array != 0
     organs = anatomy = None
     if config.anatomy_labels and case.organs is None:
-        raise LeFusionError(f"{case.mask}: this model is conditioned on anatomy labels {config.anatomy_labels} but the case has no organs/ map")
+        raise LeFusionError(
+            f"{case.mask}: this model is conditioned on anatomy labels {config.anatomy_labels} but the case has no organs/ map"
+        )
     if case.organs is not None:  # read also for a brain-mask model: organs > 0 is its brain, without the image
         organs = read_volume(case.organs)
         _same_grid(mask, organs, case.mask, case.organs)

@@ -69,6 +69,10 @@ def _settings(model: DiffusionModel, root: Path, sampler: SamplerConfig, seed: i
         "weights_sha256": model.weights_sha256,
         "sampler": sampler.canonical().to_dict(),
         "seed": seed,
+        # how the grid maps to each scan (`data.volumes`): the brain box resampled trilinearly, each
+        # label's indicator too (its fraction per grid voxel); recorded under the keys manifests use
+        "interpolation": "linear",
+        "mask_resampling": "fraction",
     }
 
 
