@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..config import DenoiserConfig, ModelConfig, ScheduleConfig, VolumeConfig
+from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConfig, VolumeConfig
 from ..data.volume_dataset import load_volume_dataset
 from ..errors import LeFusionError
 from ..io import atomic_write_text
@@ -33,6 +33,8 @@ def lesion_ddpm_config(
     return ModelConfig(
         denoiser=denoiser,
         schedule=schedule or ScheduleConfig(),
+        # the ROI conventions do not apply (`volume` holds the real ones); recorded as MRI on the model grid
+        preprocess=PreprocessConfig(modality="mri", roi_shape=volume.volume_shape),
         lesion_labels=(1,),
         loss="global",  # the whole volume is scored (weighted by the lesion): not LeFusion's lesion-only loss
         source=source,
