@@ -123,3 +123,39 @@ def test_config_round_trip_and_network_kind() -> None:
         ModelConfig(kind="lefusion", volume=VolumeConfig())
     with pytest.raises(Exception, match="divisible"):
         lesion_ddpm_config(VolumeConfig(volume_shape=(9, 12, 8)), TINY)
+
+
+def test_loss_is_a_batch_mean_so_data_parallel_slices_add_up() -> None:
+    """DDP exactness (training/distributed.py) needs the loss to be a mean of per-sample terms: the
+    loss of a batch is the size-weighted mean of its slices' losses, also for unequal lesion loads
+    (a weight sum normalised over the whole batch would fail this)."""
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.randn(3, 1, 4, 4, 4, generator=g), torch.randn(3, 1, 4, 4, 4, generator=g)
+    lesion = torch.zeros(3, 1, 4, 4, 4)
+    lesion[0, :, :2] = 1  # half the volume
+    lesion[2, :, 0, 0, 0] = 1  # one voxel; sample 1 none
+    w = lesion_weights(lesion, 9.0)
+    whole = weighted_l1(pred, target, w)
+    parts = (1 / 3) * weighted_l1(pred[:1], target[:1], w[:1]) + (2 / 3) * weighted_l1(pred[1:], target[1:], w[1:])
+    torch.testing.assert_close(whole, parts)
+
+
+def test_volume_batch_slice_is_the_slice_of_the_global_batch() -> None:
+    from lefusion.data.volume_dataset import WholeVolumeDataset
+    from lefusion.training.batches import VolumeBatchDraw
+    from lefusion.training.session import step_generator
+
+    g = torch.Generator().manual_seed(0)
+    data = WholeVolumeDataset(
+        VolumeConfig(volume_shape=(4, 4, 4)),
+        list("abc"),
+        torch.randn(3, 1, 4, 4, 4, generator=g),
+        torch.randn(3, 4, 4, 4, 4, generator=g),
+        torch.rand(3, 1, 4, 4, 4, generator=g),
+    )
+    full = VolumeBatchDraw(data, 4, 10)(step_generator(0, 5))
+    part = VolumeBatchDraw(data, 4, 10, slice(2, 4))(step_generator(0, 5))
+    for key, value in part.items():
+        torch.testing.assert_close(value, full[key][2:4])
+    flipped = [i for i in range(4) if not any(torch.equal(full["x"][i], data.x[j]) for j in range(3))]
+    assert flipped and all(any(torch.equal(full["x"][i], data.x[j].flip(-1)) for j in range(3)) for i in flipped)
