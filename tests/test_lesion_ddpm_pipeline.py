@@ -262,3 +262,23 @@ def test_clear_errors(trained: Path, brains: Path, tmp_path: Path, capsys) -> No
     _cli_fails(argv, "--volume-shape", capsys)
     _cli_fails([*argv, "--volume-shape", "8", "8", "8", "--roi-shape", "8", "8", "8"], "--roi-shape does not apply", capsys)
     _cli_fails(["train", "--data", str(brains), "--out", str(tmp_path / "r2"), "--lesion-weight", "3"], "--lesion-weight belong", capsys)
+
+
+@pytest.mark.slow  # 14 s, most of it writing the phantom (template load + deformation)
+def test_on_the_brain_phantom_contract(tmp_path: Path) -> None:
+    """The real brain phantom (branch `brain`) at 4 mm: held-out test.txt cases are not trained on,
+    lesion-free cases (empty masks) are, and every case is generated on its own grid."""
+    pytest.importorskip("nilearn")
+    from lefusion.phantoms.brain import write_brain_phantom
+
+    data = tmp_path / "brain"
+    summary = write_brain_phantom(data, n_normal=1, n_pathological=2, n_test=1, seed=0, spacing=(4.0, 4.0, 4.0))
+    checkpoint = _train(data, tmp_path / "run", 2, VolumeConfig(volume_shape=(8, 8, 8)))
+    record = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert record["n_cases"] == 2  # 1 normal + 1 pathological; the test case is held out
+    manifest = _generate(checkpoint, data, tmp_path / "out", batch_size=3)
+    assert sorted(manifest["outputs"]) == sorted(summary["normal"] + summary["pathological"])
+    for name, entry in manifest["outputs"].items():
+        source = read_volume(data / "organs" / f"{name}.nii.gz")
+        out = read_volume(tmp_path / "out" / entry["image"])
+        assert out.shape == source.shape and out.geometry.matches(source.geometry)
