@@ -21,6 +21,7 @@ batching, resuming nor sharding (`--shard K/N`: groups of `batch_size` consecuti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.volumes import VolumeCase, brain_box, from_model_grid, from_unit, model_condition, read_labels, volume_cases
+from ..data.volumes import ScanLabels, VolumeCase, brain_box, from_model_grid, from_unit, model_condition, read_labels, volume_cases
 from ..device import resolve_device
 from ..diffusion.lesion_ddpm import sample_volumes
 from ..diffusion.model import DiffusionModel
@@ -77,9 +78,11 @@ def _settings(model: DiffusionModel, root: Path, sampler: SamplerConfig, seed: i
 
 
 def generate_case_volume(
-    model: DiffusionModel, cases: list[VolumeCase], seeds: list[int], sampler: SamplerConfig, tick=None
-) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """Generate the cases as one batch -> per case (synthetic volume on its grid, source units; record)."""
+    model: DiffusionModel, cases: list[VolumeCase], seeds: list[int], sampler: SamplerConfig, tick: Callable[[], None] | None = None
+) -> list[tuple[np.ndarray, dict[str, Any], ScanLabels]]:
+    """Generate the cases as one batch (seeds[i]: case i's generator) -> per case (synthetic volume
+    (D, H, W) float32 on the case's grid in source units, its manifest record, its labels).
+    tick() after every move of the sampler."""
     volume = model.config.volume
     labels = [read_labels(c, volume) for c in cases]
     boxes = [brain_box(lab.brain, lab.geometry.spacing, volume.margin_mm) for lab in labels]
@@ -156,7 +159,7 @@ def generate_volumes(
     return own_path
 
 
-def _write(out: Path, job: _Prepared, image: np.ndarray, record: dict[str, Any], labels) -> dict[str, Any]:
+def _write(out: Path, job: _Prepared, image: np.ndarray, record: dict[str, Any], labels: ScanLabels) -> dict[str, Any]:
     """Write image, mask and organs of one output (each atomically) -> its manifest entry."""
     geometry = labels.geometry
     rel = {key: Path(key) / f"{job.name}.nii.gz" for key in ("images", "masks", "organs")}
