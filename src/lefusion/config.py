@@ -9,9 +9,10 @@ from typing import Any, Literal
 Modality = Literal["ct", "mri"]
 # What a checkpoint is, named once in its config: a LeFusion lesion model (also the RePaint
 # baseline: the same network trained with the global loss), the Cond-Diffusion baseline (masks +
-# masked image as input channels, regenerates the whole ROI) or a DiffMask mask model.
-ModelKind = Literal["lefusion", "cond-diffusion", "diffmask"]
-MODEL_KINDS: tuple[str, ...] = ("lefusion", "cond-diffusion", "diffmask")
+# masked image as input channels, regenerates the whole ROI), a DiffMask mask model, or a
+# Lesion-DDPM whole-volume model (the whole scan generated from its anatomy + lesion mask).
+ModelKind = Literal["lefusion", "cond-diffusion", "diffmask", "lesion-ddpm"]
+MODEL_KINDS: tuple[str, ...] = ("lefusion", "cond-diffusion", "diffmask", "lesion-ddpm")
 # What the network outputs: the noise eps (DDPM and the published models), the clean sample x0, or
 # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022).
 Prediction = Literal["eps", "x0", "v"]
@@ -99,6 +100,49 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class VolumeConfig:
+    """How a Lesion-DDPM model (kind "lesion-ddpm") sees a whole scan (`lefusion.data.volumes`).
+
+    volume_shape: the fixed model grid (D, H, W) every scan's brain box is resampled to.
+    anatomy_labels: the organ label ids that get a condition channel each (brain phantom: 1 CSF,
+    2 grey matter, 3 white matter); () = the dataset has no organs/: one brain-mask channel
+    (image > 0) instead. The lesion mask is the last channel. margin_mm: space around the brain's
+    bounding box. percentiles: (lo, hi) of the brain's intensities mapped to -1 and +1.
+    reference: (lo, hi) intensities in source units used to map generated volumes back (the
+    median over the training scans: generation never reads an image), background: the value of
+    every voxel outside the brain. lesion_weight: lambda of the loss weight 1 + lambda * lesion.
+    """
+
+    volume_shape: tuple[int, int, int] = (48, 56, 48)
+    anatomy_labels: tuple[int, ...] = (1, 2, 3)
+    margin_mm: float = 4.0
+    percentiles: tuple[float, float] = (0.5, 99.9)
+    reference: tuple[float, float] = (0.0, 1.0)
+    background: float = 0.0
+    lesion_weight: float = 5.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "volume_shape", tuple(int(v) for v in self.volume_shape))
+        object.__setattr__(self, "anatomy_labels", tuple(int(v) for v in self.anatomy_labels))
+        object.__setattr__(self, "percentiles", tuple(float(v) for v in self.percentiles))
+        object.__setattr__(self, "reference", tuple(float(v) for v in self.reference))
+        if len(self.volume_shape) != 3 or min(self.volume_shape) < 1:
+            raise ValueError(f"volume_shape must be three positive sizes (D, H, W), got {self.volume_shape}")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(f"percentiles must be 0 <= lo < hi <= 100, got {self.percentiles}")
+        if self.lesion_weight < 0:
+            raise ValueError(f"lesion_weight must be >= 0 (weight 1 + lambda * lesion), got {self.lesion_weight}")
+        if self.margin_mm < 0:
+            raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm}")
+
+    @property
+    def condition_channels(self) -> int:
+        """Condition channels: one per anatomy label (or one brain mask), then the lesion mask."""
+        return max(1, len(self.anatomy_labels)) + 1
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to use a trained model: kind, network, schedule, data conventions, presets.
 
@@ -126,6 +170,8 @@ class ModelConfig:
     mask_input: bool = False
     kind: ModelKind = "lefusion"
     prediction: Prediction = "eps"
+    # Whole-volume settings of a lesion-ddpm model (None for every other kind).
+    volume: VolumeConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lesion_labels", tuple(int(v) for v in self.lesion_labels))
@@ -145,7 +191,11 @@ class ModelConfig:
             )
         if self.mask_input and self.kind != "lefusion":
             raise ValueError(f"mask_input is an option of lefusion models, not of {self.kind}")
-        expected = context_channels(self.kind, den.channels, self.mask_input)
+        if (self.volume is not None) != (self.kind == "lesion-ddpm"):
+            raise ValueError("a lesion-ddpm model needs its volume settings, and only a lesion-ddpm model has them")
+        if self.volume is not None and den.cond_dim is not None:
+            raise ValueError(f"a lesion-ddpm model takes no histogram condition (cond_dim None), got cond_dim={den.cond_dim}")
+        expected = self.volume.condition_channels if self.volume is not None else context_channels(self.kind, den.channels, self.mask_input)
         if self.mask_input and den.extra_in_channels != expected:
             raise ValueError(
                 f"mask_input needs one extra input channel per lesion class ({expected}), the denoiser has {den.extra_in_channels}"
@@ -186,6 +236,7 @@ class ModelConfig:
             mask_input=mask_input,
             kind=data.get("kind") or legacy_kind(denoiser, mask_input, extra),
             prediction=data.get("prediction") or extra.get("diffmask", {}).get("prediction", "eps"),
+            volume=VolumeConfig(**data["volume"]) if data.get("volume") else None,
         )
 
 

@@ -1,5 +1,6 @@
 """Optional dependencies: the core (train, generate, masks) installs without the evaluation stack;
-`pip install 'lefusion[eval]'` adds MONAI, scikit-image, matplotlib and einops."""
+`pip install 'lefusion[eval]'` adds MONAI, scikit-image, matplotlib and einops; `pip install
+'lefusion[brain]'` adds nilearn (for the MNI152 template the brain phantom is built on)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import importlib
 from .errors import LeFusionError
 
 # import name -> the extra that provides it
-EXTRAS = {"monai": "eval", "skimage": "eval", "matplotlib": "eval", "einops": "eval"}
+EXTRAS = {"monai": "eval", "skimage": "eval", "matplotlib": "eval", "einops": "eval", "nilearn": "brain"}
 
 
 def require_extra(*modules: str) -> None:

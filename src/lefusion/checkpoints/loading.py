@@ -11,12 +11,12 @@ import torch
 from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, DenoiserConfig, ModelConfig, ScheduleConfig, legacy_kind
 from ..diffusion.model import DiffusionModel
 from ..errors import LeFusionError
-from ..models import Denoiser
+from ..models import build_network
 from .format import WEIGHTS_NAME, file_sha256, is_checkpoint_dir, read_checkpoint, save_checkpoint
 from .legacy import infer_denoiser_config, infer_schedule_config, read_published, split_state
 
 
-def load_weights(denoiser: Denoiser, weights: dict[str, torch.Tensor], source: str) -> None:
+def load_weights(denoiser: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
     """Load weights strictly; on mismatch name the first offending keys and shapes."""
     expected = denoiser.state_dict()
     missing = [k for k in expected if k not in weights]
@@ -66,8 +66,9 @@ def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConf
     )
 
 
-# The demo model, its two diffusion baselines for the CPU benchmark (when shipped), and DiffMask.
-BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc")
+# The demo model, its two diffusion baselines for the CPU benchmark (when shipped), DiffMask, and
+# the Lesion-DDPM brain demo.
+BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc", "demo_brain_lesion_ddpm")
 
 
 def bundled_model_dir(name: str) -> Path:
@@ -101,7 +102,7 @@ def load_model(path: str | Path, weights: Literal["ema", "model"] = "ema", devic
             raise LeFusionError(f"{path}: not a model layout of the public release ({exc})") from exc
         extra = {}
         digest = file_sha256(path)
-    denoiser = Denoiser(config.denoiser)
+    denoiser = build_network(config)
     load_weights(denoiser, state, str(path))
     return DiffusionModel(config=config, denoiser=denoiser, source=path, weights_sha256=digest, extra=extra).to(device).eval()
 

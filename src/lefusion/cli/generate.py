@@ -11,6 +11,8 @@ from ..control.presets import read_presets
 from ..errors import LeFusionError
 from ..generation import METHODS, GenerateConfig, MethodRequest, build_method, generate_dataset
 from ..generation.methods import expand_presets
+from ..generation.whole_volume import METHOD as LESION_DDPM
+from ..generation.whole_volume import check_lesion_ddpm, generate_volumes
 from .common import (
     add_resampling_args,
     add_sampler_args,
@@ -26,6 +28,10 @@ from .common import (
 def _generate(args: argparse.Namespace) -> int:
     shard = shard_from_args(args)
     model = load_model(args.checkpoint, weights=args.weights) if args.checkpoint else None
+    if args.method == LESION_DDPM or (args.method is None and model is not None and model.kind == LESION_DDPM):
+        return _generate_volumes(args, model, shard)
+    if model is not None and model.kind == LESION_DDPM:
+        raise LeFusionError(f"{args.checkpoint}: is a lesion-ddpm model (whole volumes); use --method lesion-ddpm, not {args.method}")
     if model is not None and args.presets_file:
         model = model.with_presets(read_presets(args.presets_file, model.config.denoiser.cond_dim or 0))
     if args.texture and len(args.texture) % 2:
@@ -54,13 +60,35 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_volumes(args: argparse.Namespace, model, shard) -> int:
+    """--method lesion-ddpm: a whole synthetic volume per case (`lefusion.generation.whole_volume`)."""
+    model = check_lesion_ddpm(model)
+    ignored = {
+        "--preset": args.preset,
+        "--texture": args.texture,
+        "--donors": args.donors,
+        "--presets-file": args.presets_file,
+        "--texture-class": texture_class_from_args(args),
+    }
+    given = [flag for flag, value in ignored.items() if value]
+    if given:
+        raise LeFusionError(f"{', '.join(given)} do(es) not apply to --method lesion-ddpm: it generates the whole volume from the masks")
+    config = GenerateConfig(
+        seed=args.seed, sampler=sampler_from_args(args), batch_size=args.batch_size, device=args.device, max_cases=args.max_cases
+    )
+    manifest = generate_volumes(model, args.data, args.out, config, shard=shard)
+    print(f"outputs in {args.out} (manifest: {manifest})")
+    return 0
+
+
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="inpaint lesions into normal scans with a trained or published model (or a baseline)")
     p.add_argument(
         "--method",
-        choices=list(METHODS),
-        help="default: the checkpoint's own kind (lefusion or cond-diffusion); or a non-learned baseline: "
-        "copy-paste (real donor lesions), handcrafted (smoothed noise)",
+        choices=[*METHODS, LESION_DDPM],
+        help="default: the checkpoint's own kind (lefusion, cond-diffusion or lesion-ddpm); or a non-learned baseline: "
+        "copy-paste (real donor lesions), handcrafted (smoothed noise). lesion-ddpm writes a whole synthetic volume per "
+        "case of --data from its masks/ (+ organs/), as images/ masks/ organs/ + manifest.json",
     )
     p.add_argument(
         "--checkpoint",

@@ -1,17 +1,40 @@
-"""`lefusion train`: a LeFusion model (or the RePaint / Cond-Diffusion baselines) on a dataset folder."""
+"""`lefusion train`: a LeFusion model (or the RePaint / Cond-Diffusion baselines, or Lesion-DDPM) on a dataset folder."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from ..config import ScheduleConfig
+from ..config import ScheduleConfig, VolumeConfig
+from ..errors import LeFusionError
 from ..training import TrainConfig, train_on_folder
 from ..training.trainer import TRAIN_METHODS
+from ..training.volume_run import VOLUME_DENOISER, train_lesion_ddpm
 from .common import add_architecture_args, denoiser_from_args
+
+# Architecture defaults per method: the published LIDC network, or the small whole-volume U-Net.
+ARCHITECTURE_DEFAULTS = {
+    "lefusion": {"dim": 64, "dim_mults": [1, 2, 4, 8], "heads": 8, "dim_head": 32},
+    "lesion-ddpm": {
+        "dim": VOLUME_DENOISER.dim,
+        "dim_mults": list(VOLUME_DENOISER.dim_mults),
+        "heads": VOLUME_DENOISER.attn_heads,
+        "dim_head": VOLUME_DENOISER.attn_dim_head,
+    },
+}
+VOLUME_ONLY = ("volume_shape", "lesion_weight", "anatomy_labels", "margin_mm", "percentiles")
 
 
 def _train(args: argparse.Namespace) -> int:
+    defaults = ARCHITECTURE_DEFAULTS.get(args.method, ARCHITECTURE_DEFAULTS["lefusion"])
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.method == "lesion-ddpm":
+        return _train_lesion_ddpm(args)
+    given = [f"--{k.replace('_', '-')}" for k in VOLUME_ONLY if getattr(args, k) is not None]
+    if given:
+        raise LeFusionError(f"{', '.join(given)} belong(s) to --method lesion-ddpm, not {args.method}")
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -46,6 +69,47 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_lesion_ddpm(args: argparse.Namespace) -> int:
+    """--method lesion-ddpm: whole volumes from anatomy + lesion masks (`lefusion.training.volume_run`)."""
+    for flag, value in (("--loss", args.loss), ("--roi-shape", args.roi_shape), ("--lesion-labels", args.lesion_labels)):
+        if value:
+            raise LeFusionError(f"{flag} does not apply to --method lesion-ddpm (lesion-weighted L1 on the whole volume, 1 = lesion)")
+    if args.mask_input:
+        raise LeFusionError("--method lesion-ddpm always sees its masks; drop --mask-input")
+    if args.loss_type != "l1":
+        raise LeFusionError("--method lesion-ddpm is trained with the lesion-weighted L1 loss; --loss-type l2 does not apply")
+    if not args.volume_shape:
+        raise LeFusionError("--method lesion-ddpm needs --volume-shape D H W (the model grid, e.g. 48 56 48)")
+    volume = VolumeConfig(
+        volume_shape=tuple(args.volume_shape),
+        anatomy_labels=(1, 2, 3) if args.anatomy_labels is None else tuple(args.anatomy_labels),
+        margin_mm=4.0 if args.margin_mm is None else args.margin_mm,
+        percentiles=(0.5, 99.9) if args.percentiles is None else tuple(args.percentiles),
+        lesion_weight=5.0 if args.lesion_weight is None else args.lesion_weight,
+    )
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        ema_start=args.ema_start,
+        ema_decay=args.ema_decay,
+        ema_every=args.ema_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        loss="global",
+        amp=args.amp,
+        device=args.device,
+        method="lesion-ddpm",
+        workers=args.workers,
+    )
+    denoiser = denoiser_from_args(args)
+    checkpoint = train_lesion_ddpm(args.data, args.out, config, volume, denoiser, ScheduleConfig(timesteps=args.timesteps))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {checkpoint}")
+    return 0
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a LeFusion model on a dataset folder (any supported layout)")
     p.add_argument("--data", required=True, help="dataset root: LeFusion LIDC / EMIDEC layout, images+masks folders, nnU-Net raw")
@@ -70,7 +134,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         choices=TRAIN_METHODS,
         default="lefusion",
         help="lefusion (default), or the Cond-Diffusion baseline: masks + masked image as input channels, "
-        "global loss, generates the whole ROI",
+        "global loss, generates the whole ROI; or lesion-ddpm: whole volumes from anatomy (organs/) + lesion masks, "
+        "lesion-weighted L1 (needs --volume-shape; its architecture defaults: --dim 16 --dim-mults 1 2 4 --heads 4 --dim-head 16)",
     )
     p.add_argument(
         "--loss",
@@ -83,6 +148,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda; under torchrun each process uses cuda:LOCAL_RANK")
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes building batches ahead of the GPU (same batches as 0)")
     add_architecture_args(p, dim=64, dim_mults=[1, 2, 4, 8], heads=8, dim_head=32, timesteps=300)  # release: LIDC
+    p.set_defaults(dim=None, dim_mults=None, heads=None, dim_head=None)  # per method: ARCHITECTURE_DEFAULTS
     p.add_argument(
         "--mask-input",
         action="store_true",
@@ -92,4 +158,18 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
     p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
     p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")
+    g = p.add_argument_group("lesion-ddpm (whole volumes)")
+    g.add_argument("--volume-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="model grid every brain box is resampled to")
+    g.add_argument("--lesion-weight", type=float, help="lambda of the loss weight 1 + lambda * lesion (default 5)")
+    g.add_argument(
+        "--anatomy-labels",
+        type=int,
+        nargs="*",
+        help="organs/ labels with a condition channel each (default 1 2 3 = CSF, grey, white matter); "
+        "given with no value: no organs/, the brain mask image > 0",
+    )
+    g.add_argument("--margin-mm", type=float, help="space around the brain's bounding box (default 4)")
+    g.add_argument(
+        "--percentiles", type=float, nargs=2, metavar=("LO", "HI"), help="brain intensity percentiles -> [-1, 1] (default 0.5 99.9)"
+    )
     p.set_defaults(handler=_train)

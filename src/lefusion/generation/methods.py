@@ -7,6 +7,7 @@ manifests record) -> how to build it from a checkpoint and the flags.
 | cond-diffusion | a `cond-diffusion` checkpoint | the whole ROI regenerated, conditioned on masks + masked image |
 | copy-paste | --donors DIR | real donor lesions pasted into the mask |
 | handcrafted | presets or --texture | smoothed noise at a target mean / std |
+| lesion-ddpm | a `lesion-ddpm` checkpoint | the whole volume, from anatomy + lesion masks (`whole_volume`, not an ROI method) |
 
 Without a method name, a checkpoint's own kind picks it. Adding a method is one builder and one
 entry in METHODS.
@@ -80,6 +81,11 @@ def build_method(name: str | None, request: MethodRequest) -> RoiGenerator:
         if request.model is None:
             raise LeFusionError("--checkpoint is required (its kind picks the method), unless --method is copy-paste or handcrafted")
         name = request.model.kind
+        if name == "lesion-ddpm":
+            raise LeFusionError(
+                f"{request.model.source}: is a lesion-ddpm model; it generates whole volumes: "
+                "`lefusion generate --method lesion-ddpm` / lefusion.generation.generate_volumes"
+            )
         if name not in METHODS:
             raise LeFusionError(f"{request.model.source}: is a {name} model; it makes lesion masks: use `lefusion masks sample`")
     if name not in METHODS:

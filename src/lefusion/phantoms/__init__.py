@@ -3,8 +3,11 @@
     write_lung_phantom(out)       lung CT nodule ROIs, LIDC layout (Pathological/Image, Mask, test.txt, Normal/...)
     write_cardiac_phantom(out)    LGE cardiac MRI stacks, EMIDEC layout (Pathological/images, labels, Normal/...)
     write_chest_phantom(out)      whole-chest CTs, plain layout (images/, masks/) + organs/ (TotalSegmentator ids)
+    write_brain_phantom(out)      FLAIR-like brains on the MNI152 template with MS-like lesions, plain or
+                                  nnU-Net layout + organs/ (1 CSF, 2 GM, 3 WM); needs nilearn ([brain] extra)
     render_phantom_preview(root, out_png)   a PNG contact sheet of a lung or cardiac folder, for a human look
     render_chest_preview(root, out_dir)     axial / coronal / sagittal PNGs of chest scans
+    render_brain_preview(root, out_dir)     axial / coronal / sagittal PNGs of brain scans
 
 They stand in for LIDC-IDRI / EMIDEC, which cannot be shipped: same file names, label ids, dtypes
 and geometry conventions, so every loader, trainer and CLI path can be exercised end to end.
@@ -20,6 +23,8 @@ from scipy import ndimage
 
 from ..errors import LeFusionError
 from ..io import read_volume
+from .brain import write_brain_phantom
+from .brain_preview import render_brain_case, render_brain_preview
 from .cardiac import write_cardiac_phantom
 from .chest import write_chest_phantom
 from .chest_preview import render_chest_preview
@@ -27,29 +32,34 @@ from .lung import write_lung_phantom
 
 __all__ = [
     "PHANTOMS",
+    "render_brain_preview",
     "render_chest_preview",
     "render_phantom_preview",
+    "write_brain_phantom",
     "write_cardiac_phantom",
     "write_chest_phantom",
     "write_lung_phantom",
     "write_phantom",
 ]
 
-PHANTOMS = {"lung": write_lung_phantom, "cardiac": write_cardiac_phantom, "chest": write_chest_phantom}
+PHANTOMS = {"lung": write_lung_phantom, "cardiac": write_cardiac_phantom, "chest": write_chest_phantom, "brain": write_brain_phantom}
 # The options each phantom takes (as keyword arguments; the CLI flag is the same with dashes).
 _OPTIONS = {
     "lung": {"seed", "n_pathological", "n_normal", "n_test", "roi_shape", "spacing"},
     "cardiac": {"seed", "n_pathological", "n_normal", "roi_shape", "spacing"},
     "chest": {"seed", "n_pathological", "n_normal", "n_test", "spacing", "fov_mm"},
+    "brain": {"seed", "n_pathological", "n_normal", "n_test", "spacing", "skull", "layout"},
 }
 _WHY_NOT = {
     ("cardiac", "n_test"): "the cardiac one holds out the EMIDEC release's cases",
     ("chest", "roi_shape"): "the chest phantom writes whole scans; size them with --fov",
+    ("brain", "roi_shape"): "the brain phantom writes whole brains",
+    ("brain", "fov_mm"): "the brain phantom's field of view is the template's head",
 }
 
 
 def write_phantom(kind: str, out: Path, **options: object) -> dict:
-    """Write the phantom `kind` ("lung", "cardiac" or "chest") with the options given (None = its default)."""
+    """Write the phantom `kind` ("lung", "cardiac", "chest" or "brain") with the options given (None = its default)."""
     if kind not in PHANTOMS:
         raise LeFusionError(f"unknown phantom {kind!r}; choose one of {', '.join(PHANTOMS)}")
     given = {k: v for k, v in options.items() if v is not None}
@@ -114,6 +124,15 @@ def render_phantom_preview(root: Path, out_png: Path, n: int = 6) -> Path:
     from PIL import Image, ImageDraw
 
     root, out_png = Path(root), Path(out_png)
+    meta_path = root / "phantom.json"
+    generator = json.loads(meta_path.read_text()).get("settings", {}).get("generator") if meta_path.is_file() else None
+    if generator == "lefusion.phantoms.brain":  # a brain phantom: one scan's three planes
+        cases = json.loads(meta_path.read_text())["cases"]
+        name = next((c["name"] for c in cases if c.get("n_lesions")), cases[0]["name"] if cases else None)
+        if name is None or not (root / "images").is_dir():
+            raise LeFusionError(f"{root}: no cases in the plain layout (the preview reads images/, masks/, organs/)")
+        image, mask, organs = (root / sub / f"{name}.nii.gz" for sub in ("images", "masks", "organs"))
+        return render_brain_case(image, out_png, mask, organs)
     if (root / "organs").is_dir() and (root / "images").is_dir():  # a chest phantom: one scan's three planes
         from .chest_preview import render_chest_case
 

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.dataset import LesionRoiDataset, flip_samples
+from ..data.volume_dataset import WholeVolumeDataset
 from .session import step_generator
 
 Batch = dict[str, torch.Tensor]
@@ -79,5 +80,33 @@ class LesionBatchDraw:
         items = [self.dataset[int(i)] for i in index[self.part]]
         batch = {key: torch.stack([item[key] for item in items]) for key in BATCH_KEYS}
         batch = flip_samples(batch, flip[self.part])
+        noise = torch.randn((size, *batch["x"].shape[1:]), generator=gen)
+        return {**batch, "t": t[self.part], "noise": noise[self.part]}
+
+
+@dataclass(frozen=True)
+class VolumeBatchDraw:
+    """One micro-step's batch of whole volumes (Lesion-DDPM): sample B scans with replacement, flip
+    each left-right (along x = W) with p = 0.5 — brains and their lesion distribution are close to
+    symmetric —, draw t and the noise; keep the samples in `part`. Same draw order as
+    `LesionBatchDraw` (indices, flips, t, noise).
+
+    Returns x (n, 1, D, H, W), cond (n, E, D, H, W), lesion (n, 1, D, H, W), t (n,), noise (n, 1, D, H, W).
+    """
+
+    dataset: WholeVolumeDataset
+    batch_size: int
+    num_timesteps: int
+    part: slice = field(default_factory=lambda: slice(None))
+
+    def __call__(self, gen: torch.Generator) -> Batch:
+        size = self.batch_size
+        index = torch.randint(len(self.dataset), (size,), generator=gen)
+        flip = torch.rand(size, generator=gen) < 0.5
+        t = torch.randint(self.num_timesteps, (size,), generator=gen)
+        items = [self.dataset[int(i)] for i in index[self.part]]
+        batch = {key: torch.stack([item[key] for item in items]) for key in ("x", "cond", "lesion")}
+        flipped = flip[self.part]
+        batch = {key: torch.where(flipped[:, None, None, None, None], value.flip(-1), value) for key, value in batch.items()}
         noise = torch.randn((size, *batch["x"].shape[1:]), generator=gen)
         return {**batch, "t": t[self.part], "noise": noise[self.part]}

@@ -13,7 +13,7 @@ import torch
 from ..config import ModelConfig
 from ..diffusion.schedule import NoiseSchedule
 from ..io import atomic_write_text
-from ..models import Denoiser
+from ..models import build_network
 from .state import load_state, save_state
 
 LOG_NAME = "log.csv"
@@ -49,8 +49,8 @@ class TrainingRun:
     """Model, EMA copy, optimizer and schedule of a run, restored from run_dir if it was saved."""
 
     run_dir: Path
-    model: Denoiser
-    ema: Denoiser
+    model: torch.nn.Module
+    ema: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: NoiseSchedule
     start: int = 0
@@ -103,7 +103,7 @@ def open_run(run_dir: Path, model_config: ModelConfig, lr: float, seed: int, dev
         run_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Denoiser(model_config.denoiser).to(device)
+        model = build_network(model_config).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     run = TrainingRun(run_dir, model, ema, optimizer, NoiseSchedule(model_config.schedule).to(device), writes=writes)

@@ -1,4 +1,4 @@
-"""Training loop for LeFusion models (and the Cond-Diffusion baseline, `TrainConfig.method`).
+"""Training loop for LeFusion models, the Cond-Diffusion baseline and Lesion-DDPM (`TrainConfig.method`).
 
 Every random draw of step s comes from a generator seeded by (seed, s, micro-batch), so a run that
 is killed and resumed from its last saved state reproduces the uninterrupted run exactly; no RNG
@@ -23,12 +23,13 @@ from tqdm import tqdm
 from ..checkpoints.format import save_checkpoint
 from ..config import ModelConfig
 from ..data.dataset import LesionRoiDataset
-from ..diffusion import conditional
+from ..data.volume_dataset import WholeVolumeDataset
+from ..diffusion import conditional, lesion_ddpm
 from ..diffusion.channels import mask_channels
 from ..diffusion.losses import diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import LeFusionError
-from .batches import LesionBatchDraw, MicroBatches, micro_batches
+from .batches import LesionBatchDraw, MicroBatches, VolumeBatchDraw, micro_batches
 from .distributed import Distributed, distributed
 from .session import open_run
 
@@ -43,7 +44,9 @@ class TrainConfig:
 
     method: "lefusion" (the lesion-focused model; with loss "global" the RePaint baseline) or
     "cond-diffusion" (the conditional-DDPM baseline, `lefusion.diffusion.conditional`: masks and
-    masked image as input channels, global loss by definition)."""
+    masked image as input channels, global loss by definition) or "lesion-ddpm" (whole volumes
+    from anatomy + lesion masks, `lefusion.diffusion.lesion_ddpm`: lesion-weighted L1, its lambda
+    in the model config's `volume.lesion_weight`; `loss` does not apply)."""
 
     steps: int = 1000
     batch_size: int = 4
@@ -59,7 +62,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on CUDA
     max_grad_norm: float | None = 1.0
     device: str = "auto"
-    method: Literal["lefusion", "cond-diffusion"] = "lefusion"
+    method: Literal["lefusion", "cond-diffusion", "lesion-ddpm"] = "lefusion"
     workers: int = 0  # DataLoader processes building batches ahead; the batches are the same for any number
 
     def __post_init__(self) -> None:
@@ -79,11 +82,11 @@ class TrainConfig:
 
 
 # Training methods -> the kind of model they make (`ModelConfig.kind`).
-TRAIN_METHODS = ("lefusion", "cond-diffusion")
+TRAIN_METHODS = ("lefusion", "cond-diffusion", "lesion-ddpm")
 
 
 def train(
-    dataset: LesionRoiDataset,
+    dataset: LesionRoiDataset | WholeVolumeDataset,
     model_config: ModelConfig,
     train_config: TrainConfig,
     run_dir: str | Path,
@@ -110,7 +113,12 @@ def train(
 
 
 def _train_steps(
-    ddp: Distributed, dataset: LesionRoiDataset, model_config: ModelConfig, cfg: TrainConfig, run_dir: Path, progress: bool
+    ddp: Distributed,
+    dataset: LesionRoiDataset | WholeVolumeDataset,
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    run_dir: Path,
+    progress: bool,
 ) -> Path:
     cond_diffusion = model_config.kind == "cond-diffusion"
     ddp.check_batch(cfg.batch_size)
@@ -118,8 +126,9 @@ def _train_steps(
     run = open_run(run_dir, model_config, cfg.lr, cfg.seed, device, writes=ddp.is_main)
     model, schedule, start = run.model, run.schedule, run.start
     # the learned null condition gets no gradient while every batch carries its histogram
-    network = ddp.wrap(model, find_unused_parameters=model_config.denoiser.cond_dim > 0)
-    draw = LesionBatchDraw(dataset, cfg.batch_size, schedule.num_timesteps, ddp.part(cfg.batch_size))
+    network = ddp.wrap(model, find_unused_parameters=(model_config.denoiser.cond_dim or 0) > 0)
+    draw_type = VolumeBatchDraw if model_config.kind == "lesion-ddpm" else LesionBatchDraw
+    draw = draw_type(dataset, cfg.batch_size, schedule.num_timesteps, ddp.part(cfg.batch_size))
     batches = micro_batches(MicroBatches(draw, cfg.seed, cfg.grad_accum), start, cfg.steps, cfg.workers, device.type == "cuda")
     weight = ddp.loss_weight(cfg.batch_size)  # 1.0 for one process: its losses are as before
 
@@ -153,15 +162,26 @@ def _train_steps(
         extra = {"train": dataclasses.asdict(cfg), "steps_done": cfg.steps}
         if cond_diffusion:  # describes the inputs for a reader of the file (the kind is in the config)
             extra[conditional.EXTRA_KEY] = conditional.checkpoint_record(len(dataset.lesion_labels))
+        if model_config.kind == "lesion-ddpm":
+            extra[lesion_ddpm.EXTRA_KEY] = lesion_ddpm.checkpoint_record(condition_names(model_config))
         save_checkpoint(checkpoint, final, run.ema.state_dict(), extra)
     ddp.barrier()  # every rank returns once the checkpoint is complete
     return checkpoint
+
+
+def condition_names(model_config: ModelConfig) -> list[str]:
+    """Names of a lesion-ddpm model's condition channels, in order."""
+    labels = model_config.volume.anatomy_labels
+    return [*(f"anatomy label {a}" for a in labels), *([] if labels else ["brain mask"]), "lesion mask"]
 
 
 def _loss(
     network: torch.nn.Module, schedule: NoiseSchedule, batch: dict[str, torch.Tensor], model_config: ModelConfig, cfg: TrainConfig
 ) -> torch.Tensor:
     """The batch-mean training loss of one micro-batch (see `distributed` for why a mean)."""
+    if model_config.kind == "lesion-ddpm":
+        x, cond, lesion, t, noise = batch["x"], batch["cond"], batch["lesion"], batch["t"], batch["noise"]
+        return lesion_ddpm.lesion_ddpm_loss(network, schedule, x, cond, lesion, t, noise, model_config.volume.lesion_weight)
     x, masks, t, noise, hist = batch["x"], batch["masks"], batch["t"], batch["noise"], batch["hist"]
     if model_config.kind == "cond-diffusion":
         return conditional.cond_diffusion_loss(network, schedule, x, masks, t, noise, hist, cfg.loss_type)
