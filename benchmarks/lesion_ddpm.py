@@ -63,7 +63,7 @@ def main() -> None:
             organs = read_volume(args.data / "organs" / f"{name}.nii.gz").array
             mask = read_volume(args.data / "masks" / f"{name}.nii.gz").array
             real = contrasts(read_volume(args.data / "images" / f"{name}.nii.gz").array, organs, mask)
-            generated = contrasts(read_volume(Path(tmp) / "out" / manifest["outputs"][name]["image"]).array, organs, mask)
+            generated = contrasts(read_volume(Path(tmp) / "out" / manifest["outputs"][f"{name}_lesion-ddpm"]["image"]).array, organs, mask)
             rows.append((name, real, generated))
     keys = ["CSF/WM", "GM/WM", "lesion/WM"]
     print(f"checkpoint {args.checkpoint}; sampler {sampler.to_dict()}; {seconds:.1f} s per volume")

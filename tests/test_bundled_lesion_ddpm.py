@@ -47,7 +47,7 @@ def test_bundled_lesion_ddpm_follows_its_condition(tmp_path) -> None:
         write_volume(lesions, data / "masks" / "BRAIN-P004.nii.gz", geometry)
         write_volume(organs, data / "organs" / "BRAIN-P004.nii.gz", geometry)
         generate_volumes(model, data, out, GenerateConfig(seed=0, sampler=DDIM(steps=10), batch_size=1), progress=False)
-        entry = json.loads((out / "manifest.json").read_text())["outputs"]["BRAIN-P004"]
+        entry = json.loads((out / "manifest.json").read_text())["outputs"]["BRAIN-P004_lesion-ddpm"]
         generated[tag] = read_volume(out / entry["image"]).array
     image, clean = generated["with"], mask == 0
     means = {label: image[(organs == label) & clean].mean() for label in (1, 2, 3)}

@@ -86,9 +86,10 @@ def _generate(model_dir: Path, data: Path, out: Path, seed: int = 0, **kw) -> di
 
 def test_generate_writes_whole_volumes_on_each_case_geometry(trained: Path, brains: Path, tmp_path: Path) -> None:
     manifest = _generate(trained, brains, tmp_path / "out")
-    assert sorted(manifest["outputs"]) == [f"brain_{i:03d}" for i in range(4)]
+    assert sorted(manifest["outputs"]) == [f"brain_{i:03d}_lesion-ddpm" for i in range(4)]
     volume = load_model(trained).config.volume
-    for name, entry in manifest["outputs"].items():
+    for output, entry in manifest["outputs"].items():
+        name = output.removesuffix("_lesion-ddpm")
         mask_in = read_volume(brains / "masks" / f"{name}.nii.gz")
         organs_in = read_volume(brains / "organs" / f"{name}.nii.gz")
         image = read_volume(tmp_path / "out" / entry["image"])
@@ -140,17 +141,17 @@ def test_changing_the_mask_changes_the_output(trained: Path, brains: Path, tmp_p
     vol.array[(organs == 3) & (np.indices(organs.shape)[0] < organs.shape[0] // 2)] = 1  # a large lesion
     write_volume(vol, path)
     a, b = _generate(trained, brains, tmp_path / "a", max_cases=1), _generate(trained, moved, tmp_path / "b", max_cases=1)
-    image = a["outputs"]["brain_000"]["image"]
-    assert image == b["outputs"]["brain_000"]["image"]
+    image = a["outputs"]["brain_000_lesion-ddpm"]["image"]
+    assert image == b["outputs"]["brain_000_lesion-ddpm"]["image"]
     assert not np.array_equal(read_volume(tmp_path / "a" / image).array, read_volume(tmp_path / "b" / image).array)
 
 
 def test_resume_shards_and_few_step_sampler(trained: Path, brains: Path, tmp_path: Path, capsys) -> None:
     whole = _generate(trained, brains, tmp_path / "whole", batch_size=1)
-    stamp = (tmp_path / "whole" / "images" / "brain_000.nii.gz").stat().st_mtime_ns
+    stamp = (tmp_path / "whole" / "images" / "brain_000_lesion-ddpm.nii.gz").stat().st_mtime_ns
     generate_volumes(load_model(trained), brains, tmp_path / "whole", GenerateConfig(seed=0, batch_size=1))
     assert "4 already done" in capsys.readouterr().out
-    assert (tmp_path / "whole" / "images" / "brain_000.nii.gz").stat().st_mtime_ns == stamp
+    assert (tmp_path / "whole" / "images" / "brain_000_lesion-ddpm.nii.gz").stat().st_mtime_ns == stamp
     with pytest.raises(LeFusionError, match="other settings"):
         _generate(trained, brains, tmp_path / "whole", seed=3)
     args = ["generate", "--method", "lesion-ddpm", "--checkpoint", str(trained), "--data", str(brains), "--batch-size", "1"]
@@ -162,7 +163,7 @@ def test_resume_shards_and_few_step_sampler(trained: Path, brains: Path, tmp_pat
         )
     assert main([*args, "--out", str(tmp_path / "ddim"), "--sampler", "ddim", "--steps", "5"]) == 0
     ddim = json.loads((tmp_path / "ddim" / "manifest.json").read_text())
-    assert ddim["settings"]["sampler"]["kind"] == "ddim" and ddim["outputs"]["brain_000"]["network_evaluations"] == 5
+    assert ddim["settings"]["sampler"]["kind"] == "ddim" and ddim["outputs"]["brain_000_lesion-ddpm"]["network_evaluations"] == 5
 
 
 def test_cli_train_and_generate_without_organs(tmp_path: Path) -> None:
@@ -277,8 +278,9 @@ def test_on_the_brain_phantom_contract(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert record["n_cases"] == 2  # 1 normal + 1 pathological; the test case is held out
     manifest = _generate(checkpoint, data, tmp_path / "out", batch_size=3)
-    assert sorted(manifest["outputs"]) == sorted(summary["normal"] + summary["pathological"])
-    for name, entry in manifest["outputs"].items():
+    assert sorted(manifest["outputs"]) == sorted(f"{n}_lesion-ddpm" for n in summary["normal"] + summary["pathological"])
+    for output, entry in manifest["outputs"].items():
+        name = output.removesuffix("_lesion-ddpm")
         source = read_volume(data / "organs" / f"{name}.nii.gz")
         out = read_volume(tmp_path / "out" / entry["image"])
         assert out.shape == source.shape and out.geometry.matches(source.geometry)

@@ -129,6 +129,8 @@ def evaluate_reconstruction(generated: str | Path, organs: str | Path | None, ou
         raise LeFusionError(f"{manifest_path}: lists no outputs")
     rows, method = [], None
     for name, entry in sorted(entries.items()):
+        if not entry.get("source_image"):
+            raise LeFusionError(f"{manifest_path}: {name} names no source image (generated from masks alone; nothing to compare with)")
         source = Path(entry["source_image"])
         if not source.is_absolute() and not source.is_file():
             source = (generated / source).resolve() if (generated / source).is_file() else source
@@ -136,7 +138,7 @@ def evaluate_reconstruction(generated: str | Path, organs: str | Path | None, ou
             raise LeFusionError(f"{manifest_path}: {name}'s source image {source} is not readable")
         real = read_volume(source).array.astype(np.float64)
         image = read_volume(generated / entry["image"]).array.astype(np.float64)
-        label = read_volume(generated / entry["label"]).array
+        label = read_volume(generated / entry.get("label", entry.get("mask", ""))).array  # generate: labels/; lesion-ddpm: masks/
         method = entry.get("method", method)
         rows.append(score_reconstruction(name, image, real, label > 0, _organ(organs, source, real)))
     finite = lambda key: [getattr(r, key) for r in rows if math.isfinite(getattr(r, key))]

@@ -6,9 +6,9 @@ volume on its grid (`VolumeConfig.volume_shape`), which is resampled back to the
 and geometry and mapped to source units with the checkpoint's reference window; every voxel
 outside the brain is the checkpoint's background value. Written as a plain-layout dataset:
 
-    OUT/images/NAME.nii.gz   float32 synthetic FLAIR, on the mask's grid and geometry
-    OUT/masks/NAME.nii.gz    the case's lesion mask, copied (uint8)
-    OUT/organs/NAME.nii.gz   the case's anatomy map, copied (when the input has organs/)
+    OUT/images/NAME_lesion-ddpm.nii.gz   float32 synthetic FLAIR, on the mask's grid and geometry
+    OUT/masks/NAME_lesion-ddpm.nii.gz    the case's lesion mask, copied (uint8)
+    OUT/organs/NAME_lesion-ddpm.nii.gz   the case's anatomy map, copied (when the input has organs/)
     OUT/manifest.json        settings + per output: sources, seed, brain box, sampler cost, seconds
 
 Same conventions as `generation.pipeline`: everything is validated before anything is generated,
@@ -42,6 +42,11 @@ from .manifest import MANIFEST, open_manifest, recorded_outputs
 from .types import GenerateConfig, output_seed
 
 METHOD = "lesion-ddpm"
+
+
+def output_name(case: str) -> str:
+    """The output stem of case `case`: CASE_lesion-ddpm."""
+    return f"{case}_{METHOD}"
 
 
 def check_lesion_ddpm(model: DiffusionModel | None) -> DiffusionModel:
@@ -123,7 +128,9 @@ def generate_volumes(
     cases = [c for i, c in enumerate(cases) if shard is None or shard.takes(i // batch)]
     for case in cases:  # validate everything before writing anything
         read_labels(case, model.config.volume)
-    jobs = [_Prepared(c, c.name, output_seed(config.seed, c.name, METHOD)) for c in cases]
+    # NAME_lesion-ddpm, as `generate` names every output (NAME_mix, NAME_copy-paste): a synthetic
+    # volume never takes the name of the real scan, so an evaluation adds it beside the real one
+    jobs = [_Prepared(c, output_name(c.name), output_seed(config.seed, c.name, METHOD)) for c in cases]
     manifest_path = out / MANIFEST
     own_path = record_path(manifest_path, shard)
     manifest = open_manifest(own_path, _settings(model, root, sampler, config.seed))
@@ -175,6 +182,7 @@ def _write(out: Path, job: _Prepared, image: np.ndarray, record: dict[str, Any],
     entry.update(
         {
             "method": METHOD,
+            "source_image": str(job.case.image) if job.case.image else None,  # not read: the scan it stands in for
             "source_mask": str(job.case.mask),
             "source_organs": str(job.case.organs) if job.case.organs else None,
             "seed": job.seed,
