@@ -22,11 +22,9 @@ COARSE = (2.0, 2.0, 2.0)
 
 
 @pytest.fixture(scope="module")
-def brain_dir(tmp_path_factory) -> Path:
-    """2 lesion-free and 3 pathological brains at 2 mm, one held out."""
-    out = tmp_path_factory.mktemp("brain")
-    write_brain_phantom(out, n_normal=2, n_pathological=3, n_test=1, seed=3, spacing=COARSE)
-    return out
+def brain_dir(brain_phantom_2mm) -> Path:
+    """2 lesion-free and 3 pathological brains at 2 mm, one held out (conftest)."""
+    return brain_phantom_2mm
 
 
 @pytest.fixture(scope="module")
