@@ -6,6 +6,8 @@
     python scripts/train_bundled_models.py demo_lung_repaint WORKDIR     # the baselines of the CPU benchmark
     python scripts/train_bundled_models.py demo_lung_cond_diffusion WORKDIR
     python scripts/train_bundled_models.py demo_brain WORKDIR            # brain phantom (needs [brain]) + LeFusion model
+    python scripts/train_bundled_models.py demo_brain_repaint WORKDIR    # its baselines (600 steps each)
+    python scripts/train_bundled_models.py demo_brain_cond_diffusion WORKDIR
 
 Each recipe is the exact list of `lefusion` commands below, run in WORKDIR (seeded, so the weights
 are reproducible on the same torch build; a run that is stopped and re-run resumes and gives the
@@ -98,21 +100,14 @@ DEMO_STEPS, BASELINE_STEPS = ["--steps", "4000"], ["--steps", "3000"]
 # network and optimiser as the lung demo; 1,000 steps is what ~30 minutes of one CPU thread allows.
 BRAIN_PHANTOM = {"seed": 0, "spacing": [1.0, 1.0, 1.0], "n_pathological": 16, "n_normal": 2, "n_test": 2}
 BRAIN_PHANTOM_COMMAND = ["phantom", "brain", "--out", "brain", "--n-pathological", "16", "--n-normal", "2", "--n-test", "2", "--seed", "0"]
-BRAIN_TRAIN = [
-    "train",
-    "--data",
-    "brain",
-    "--out",
-    "run",
-    "--steps",
-    "1000",
-    *DEMO_TRAIN[: DEMO_TRAIN.index("--roi-shape")],
-    "--roi-shape",
-    "16",
-    "32",
-    "32",
-    "--mask-input",
-]
+
+
+def brain_train_command(*options: str, steps: str = "1000") -> list[str]:
+    """`lefusion train` on WORKDIR/brain into WORKDIR/run: the lung demo's recipe, ROI 16 x 32 x 32."""
+    return ["train", "--data", "brain", "--out", "run", "--steps", steps, *options, *DEMO_TRAIN]
+
+
+BRAIN_TRAIN = brain_train_command("--mask-input")
 
 
 def train_command(*options: str) -> list[str]:
@@ -141,6 +136,16 @@ RECIPES: dict[str, dict] = {
     "demo_brain": {
         "source": "lefusion brain demo model, trained on the MNI152-based brain phantom (scripts/train_bundled_models.py demo_brain)",
         "commands": [BRAIN_PHANTOM_COMMAND, BRAIN_TRAIN],
+        "extra": {"phantom": BRAIN_PHANTOM},
+    },
+    "demo_brain_repaint": {
+        "source": "RePaint baseline (global loss) beside the brain demo model (scripts/train_bundled_models.py demo_brain_repaint)",
+        "commands": [BRAIN_PHANTOM_COMMAND, brain_train_command("--loss", "global", steps="600")],
+        "extra": {"phantom": BRAIN_PHANTOM},
+    },
+    "demo_brain_cond_diffusion": {
+        "source": "Cond-Diffusion baseline beside the brain demo model (scripts/train_bundled_models.py demo_brain_cond_diffusion)",
+        "commands": [BRAIN_PHANTOM_COMMAND, brain_train_command("--method", "cond-diffusion", steps="600")],
         "extra": {"phantom": BRAIN_PHANTOM},
     },
     "diffmask_lidc": {

@@ -178,3 +178,16 @@ def test_missing_nilearn_names_the_extra(monkeypatch):
     monkeypatch.setattr(brain_template.importlib.util, "find_spec", lambda name, *a: None if name == "nilearn" else real(name, *a))
     with pytest.raises(LeFusionError, match=r"pip install 'lefusion\[brain\]'"):
         brain_template.template_folder()
+
+
+def test_preview_shows_three_planes(brain_dir, tmp_path):
+    from PIL import Image
+
+    from lefusion.phantoms import render_phantom_preview
+
+    png = render_phantom_preview(brain_dir, tmp_path / "brain.png")
+    with Image.open(png) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    assert pixels.shape[1] > 3 * 80 and pixels.shape[0] > 2 * 80
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+    assert red.sum() > 10, "lesion outlines are drawn"
