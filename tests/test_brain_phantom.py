@@ -22,11 +22,9 @@ COARSE = (2.0, 2.0, 2.0)
 
 
 @pytest.fixture(scope="module")
-def brain_dir(tmp_path_factory) -> Path:
-    """2 lesion-free and 3 pathological brains at 2 mm, one held out."""
-    out = tmp_path_factory.mktemp("brain")
-    write_brain_phantom(out, n_normal=2, n_pathological=3, n_test=1, seed=3, spacing=COARSE)
-    return out
+def brain_dir(brain_phantom_2mm) -> Path:
+    """2 lesion-free and 3 pathological brains at 2 mm, one held out (conftest)."""
+    return brain_phantom_2mm
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +178,16 @@ def test_missing_nilearn_names_the_extra(monkeypatch):
     monkeypatch.setattr(brain_template.importlib.util, "find_spec", lambda name, *a: None if name == "nilearn" else real(name, *a))
     with pytest.raises(LeFusionError, match=r"pip install 'lefusion\[brain\]'"):
         brain_template.template_folder()
+
+
+def test_preview_shows_three_planes(brain_dir, tmp_path):
+    from PIL import Image
+
+    from lefusion.phantoms import render_phantom_preview
+
+    png = render_phantom_preview(brain_dir, tmp_path / "brain.png")
+    with Image.open(png) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    assert pixels.shape[1] > 3 * 80 and pixels.shape[0] > 2 * 80
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+    assert red.sum() > 10, "lesion outlines are drawn"

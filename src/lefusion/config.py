@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Modality = Literal["ct", "mri"]
+# How MRI intensities reach [-1, 1]: min-max of each ROI (the release's EMIDEC convention), or
+# robust percentiles of the whole scan's brain (FLAIR: `roi.brain_percentile_mapping`).
+MriIntensity = Literal["roi-minmax", "brain-percentiles"]
+MRI_INTENSITIES: tuple[str, ...] = ("roi-minmax", "brain-percentiles")
 # What a checkpoint is, named once in its config: a LeFusion lesion model (also the RePaint
 # baseline: the same network trained with the global loss), the Cond-Diffusion baseline (masks +
 # masked image as input channels, regenerates the whole ROI), a DiffMask mask model, or a
@@ -71,7 +75,11 @@ class ScheduleConfig:
 class PreprocessConfig:
     """How an ROI is cut and scaled to the network's [-1, 1] range, and how to map it back.
 
-    CT: clamp to `window` (HU) and map linearly to [-1, 1]. MRI: min-max of each ROI to [-1, 1].
+    CT: clamp to `window` (HU) and map linearly to [-1, 1]. MRI (`mri_intensity`): "roi-minmax",
+    min-max of each ROI to [-1, 1]; or "brain-percentiles", one map per scan from the `percentiles`
+    (e.g. 0.5 / 99.5) of its intensities inside the brain, the upper end raised by `headroom` x
+    their range so lesions brighter than the normal brain (MS lesions on FLAIR) are not clipped:
+    lo = p_lo, hi = p_hi + headroom * (p_hi - p_lo), [lo, hi] -> [-1, 1], recorded for the inverse.
     `roi_shape` is (D, H, W) = (z, y, x) in voxels; `spacing` the voxel size in mm the model was
     trained at, in the same order, or None for a model that takes each scan's own grid (EMIDEC's
     slices). On whole scans every lesion's box is resampled to it (`lefusion.data.regions`).
@@ -86,9 +94,22 @@ class PreprocessConfig:
     # were fed torchio tensors: LIDC as (i, j, k) -> (2, 1, 0); EMIDEC as (k, i, j) -> (0, 2, 1).
     axes: tuple[int, int, int] = (0, 1, 2)
     spacing: tuple[float, float, float] | None = None
+    mri_intensity: MriIntensity = "roi-minmax"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    headroom: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roi_shape", tuple(int(s) for s in self.roi_shape))
+        object.__setattr__(self, "percentiles", tuple(float(v) for v in self.percentiles))
+        if self.mri_intensity not in MRI_INTENSITIES:
+            raise ValueError(f"unknown mri_intensity {self.mri_intensity!r}; expected one of {MRI_INTENSITIES}")
+        if self.mri_intensity != "roi-minmax" and self.modality != "mri":
+            raise ValueError(f"mri_intensity {self.mri_intensity!r} is for MRI; a {self.modality} model uses its window")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(f"percentiles must be 0 <= low < high <= 100, got {self.percentiles}")
+        if not 0.0 <= self.headroom <= 10.0:
+            raise ValueError(f"headroom must be in [0, 10], got {self.headroom}")
         if self.spacing is not None:
             object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
             if len(self.spacing) != 3 or not all(v > 0 for v in self.spacing):
@@ -269,3 +290,5 @@ def legacy_kind(denoiser: DenoiserConfig, mask_input: bool, extra: dict[str, Any
 # trained at; the published LIDC model: 1 mm, `checkpoints.loading.legacy_model_config`).
 LIDC_PREPROCESS = PreprocessConfig(modality="ct", roi_shape=(32, 64, 64))
 EMIDEC_PREPROCESS = PreprocessConfig(modality="mri", roi_shape=(10, 72, 72))
+# Brain FLAIR (the brain phantom's default): MS lesions of 3-15 mm, one map per scan from the brain's percentiles.
+BRAIN_PREPROCESS = PreprocessConfig(modality="mri", roi_shape=(16, 32, 32), mri_intensity="brain-percentiles")

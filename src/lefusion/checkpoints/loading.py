@@ -67,8 +67,8 @@ def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConf
 
 
 # The demo model, its two diffusion baselines for the CPU benchmark (when shipped), DiffMask, and
-# the Lesion-DDPM brain demo.
-BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc", "demo_brain_lesion_ddpm")
+# the brain demos (LeFusion and Lesion-DDPM).
+BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc", "demo_brain", "demo_brain_lesion_ddpm")
 
 
 def bundled_model_dir(name: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..config import ScheduleConfig, VolumeConfig
+from ..config import MRI_INTENSITIES, PreprocessConfig, ScheduleConfig, VolumeConfig
 from ..errors import LeFusionError
 from ..training import TrainConfig, train_on_folder
 from ..training.trainer import TRAIN_METHODS
@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         denoiser_from_args(args),
         ScheduleConfig(timesteps=args.timesteps),
         tuple(args.lesion_labels) if args.lesion_labels else None,
-        None,
+        _preprocess(args),
         args.presets_k,
         mask_input=args.mask_input,
         roi_shape=tuple(args.roi_shape) if args.roi_shape else None,
@@ -71,7 +71,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_lesion_ddpm(args: argparse.Namespace) -> int:
     """--method lesion-ddpm: whole volumes from anatomy + lesion masks (`lefusion.training.volume_run`)."""
-    for flag, value in (("--loss", args.loss), ("--roi-shape", args.roi_shape), ("--lesion-labels", args.lesion_labels)):
+    refused = (
+        ("--loss", args.loss),
+        ("--roi-shape", args.roi_shape),
+        ("--lesion-labels", args.lesion_labels),
+        ("--modality", args.modality),
+        ("--mri-intensity", args.mri_intensity),
+        ("--spacing", args.spacing),
+    )
+    for flag, value in refused:
         if value:
             raise LeFusionError(f"{flag} does not apply to --method lesion-ddpm (lesion-weighted L1 on the whole volume, 1 = lesion)")
     if args.mask_input:
@@ -108,6 +116,19 @@ def _train_lesion_ddpm(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {checkpoint}")
     return 0
+
+
+def _preprocess(args: argparse.Namespace) -> PreprocessConfig | None:
+    """The preprocessing the flags ask for; None = the data layout's default (`conventions_for`)."""
+    if args.modality is None and args.mri_intensity is None and args.spacing is None:
+        return None
+    modality = args.modality or ("mri" if args.mri_intensity else "ct")
+    return PreprocessConfig(
+        modality=modality,
+        roi_shape=tuple(args.roi_shape) if args.roi_shape else ((16, 32, 32) if modality == "mri" else (32, 64, 64)),
+        spacing=tuple(args.spacing) if args.spacing else None,
+        mri_intensity=args.mri_intensity or "roi-minmax",
+    )
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -156,6 +177,19 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "structure inside the lesion, e.g. a part-solid core)",
     )
     p.add_argument("--roi-shape", type=int, nargs=3, metavar=("D", "H", "W"))
+    p.add_argument("--modality", choices=["ct", "mri"], help="intensity convention (default by layout; a brain phantom folder: mri)")
+    p.add_argument(
+        "--mri-intensity",
+        choices=MRI_INTENSITIES,
+        help="MRI to [-1, 1]: per-ROI min-max, or the whole scan's brain percentiles 0.5 / 99.5 (FLAIR; the brain phantom's default)",
+    )
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="model voxel size in mm; whole-scan lesion boxes are resampled to it",
+    )
     p.add_argument("--lesion-labels", type=int, nargs="+", help="label id of each lesion class (default by layout)")
     p.add_argument("--presets-k", type=int, default=3, help="number of histogram presets (k-means clusters)")
     g = p.add_argument_group("lesion-ddpm (whole volumes)")

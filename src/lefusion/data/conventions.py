@@ -7,9 +7,10 @@ from the dataset's layout (`conventions_for`). Every layer above the data reads 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
-from ..config import EMIDEC_PREPROCESS, LIDC_PREPROCESS, ModelConfig, PreprocessConfig
+from ..config import BRAIN_PREPROCESS, EMIDEC_PREPROCESS, LIDC_PREPROCESS, ModelConfig, PreprocessConfig
 from .layouts import EMIDEC, detect_layout
 
 
@@ -35,10 +36,13 @@ class DataConventions:
 def conventions_for(
     root: Path, lesion_labels: tuple[int, ...] | None = None, preprocess: PreprocessConfig | None = None
 ) -> DataConventions:
-    """Defaults by layout: EMIDEC -> labels 3, 4 (1, 2 anatomy), MRI 10x72x72; every other layout ->
-    label 1, CT 32x64x64. `lesion_labels` and `preprocess` override them."""
+    """Defaults by layout: EMIDEC -> labels 3, 4 (1, 2 anatomy), MRI 10x72x72; a brain phantom
+    folder (its phantom.json says so) -> label 1, MRI 16x32x32 with brain-percentile intensities;
+    every other layout -> label 1, CT 32x64x64. `lesion_labels` and `preprocess` override them."""
     if detect_layout(root) == EMIDEC:
         default = DataConventions((3, 4), (0, 1, 2, 3, 4), EMIDEC_PREPROCESS)
+    elif _generator(Path(root)) == "lefusion.phantoms.brain":
+        default = DataConventions((1,), None, BRAIN_PREPROCESS)
     else:
         default = DataConventions((1,), None, LIDC_PREPROCESS)
     labels = tuple(lesion_labels) if lesion_labels else default.lesion_labels
@@ -46,3 +50,11 @@ def conventions_for(
     if allowed is not None:
         allowed = tuple(sorted(set(allowed) | set(labels)))
     return DataConventions(labels, allowed, preprocess or default.preprocess)
+
+
+def _generator(root: Path) -> str | None:
+    """The phantom generator named in root/phantom.json, if any (an unreadable file names none)."""
+    try:
+        return json.loads((root / "phantom.json").read_text()).get("settings", {}).get("generator")
+    except (OSError, ValueError, AttributeError):
+        return None

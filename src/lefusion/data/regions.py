@@ -32,7 +32,7 @@ from ..config import PreprocessConfig
 from ..errors import LeFusionError
 from ..io import Geometry, Volume
 from .grid import grid_indices, index_to_world, inside, sample, world_to_index
-from .roi import PAD_VALUE, IntensityMapping, Roi, to_source_dtype
+from .roi import PAD_VALUE, IntensityMapping, Roi, brain_percentile_mapping, to_source_dtype
 
 ImageInterpolation = Literal["linear", "bspline"]
 MaskResampling = Literal["volume", "nearest"]
@@ -169,14 +169,17 @@ def cut_region(
     preprocess: PreprocessConfig,
     interpolation: ImageInterpolation = "linear",
     mask_mode: MaskResampling = "volume",
+    mapping: IntensityMapping | None = None,
 ) -> Region:
     """The ROI of `lesion` from `image` (the scan as it is now: lesions generated before are part of
-    it). label: the scan's label map, for the class ids of the lesion's voxels."""
+    it). label: the scan's label map, for the class ids of the lesion's voxels. mapping: the scan's
+    intensity map when it is one per scan (`scan_mapping`: pass the source scan's, computed once,
+    so every lesion of a scan is scaled alike); None = computed here."""
     box = region_box(image.geometry, lesion, preprocess)
     source_index = world_to_index(image.geometry, index_to_world(box.geometry, grid_indices(box.shape)))
     in_scan = inside(image.shape, source_index)
     values = sample(image.array, source_index, order=0 if box.offset is not None else _ORDER[interpolation])
-    mapping = _mapping(preprocess, values[in_scan])
+    mapping = mapping or scan_mapping(image, preprocess) or _mapping(preprocess, values[in_scan])
     box_image = np.where(in_scan, mapping.forward(values), PAD_VALUE).astype(np.float32)
     mask = _mask_in_box(lesion, image.geometry, box, source_index, mask_mode)
     classes = np.where(mask, sample(label, source_index, order=0), 0).astype(np.int64)
@@ -187,8 +190,17 @@ def cut_region(
     return Region(lesion, box, roi)
 
 
+def scan_mapping(image: Volume, preprocess: PreprocessConfig, brain: np.ndarray | None = None) -> IntensityMapping | None:
+    """The one intensity map of a whole scan when the preprocessing has one (MRI "brain-percentiles",
+    from the brain's voxels: `brain` bool (D, H, W) if given, e.g. organ labels > 0); None when each
+    box is scaled by itself (CT window, MRI per-ROI min-max)."""
+    if preprocess.modality == "mri" and preprocess.mri_intensity == "brain-percentiles":
+        return brain_percentile_mapping(image.array, preprocess, brain)
+    return None
+
+
 def _mapping(preprocess: PreprocessConfig, values: np.ndarray) -> IntensityMapping:
-    """CT: the HU window; MRI: min-max of the box's own voxels (never of the whole scan)."""
+    """CT: the HU window; MRI (roi-minmax): min-max of the box's own voxels (never of the whole scan)."""
     if preprocess.modality == "ct":
         return IntensityMapping("ct", *preprocess.window)
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)

@@ -33,7 +33,8 @@ PAD_VALUE = -1.0  # image padding, in [-1, 1] units
 class IntensityMapping:
     """Linear map of original units [lo, hi] onto [-1, 1] (values outside [lo, hi] are clamped).
 
-    CT: (lo, hi) = the HU window. MRI: (lo, hi) = (min, max) of the input volume.
+    CT: (lo, hi) = the HU window. MRI: (lo, hi) = (min, max) of the input volume, or the brain's
+    robust percentiles (`brain_percentile_mapping`).
     """
 
     modality: Modality
@@ -101,9 +102,49 @@ class Roi:
     axes: tuple[int, int, int] = (0, 1, 2)
 
 
+def brain_region(array: np.ndarray) -> np.ndarray:
+    """Where the brain is when no brain mask is given: the non-zero voxels of a skull-stripped
+    scan; when (almost) nothing is zero (skull, background noise), Otsu's threshold of the
+    intensities splits the head from the air. bool (D, H, W)."""
+    foreground = array > 0
+    if foreground.mean() < 0.9:
+        return foreground
+    values = array[np.isfinite(array)].astype(np.float64)
+    counts, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts)
+    mean = np.cumsum(counts * centres)
+    total_w, total_m = weight[-1], mean[-1]
+    inner = weight * (total_w - weight)
+    between = np.where(inner > 0, (total_m * weight / total_w - mean) ** 2 * total_w / np.maximum(inner, 1), 0.0)
+    return array > centres[int(np.argmax(between))]
+
+
+def brain_percentile_mapping(
+    array: np.ndarray, config: PreprocessConfig, brain: np.ndarray | None = None, where: str | Path | None = None
+) -> IntensityMapping:
+    """FLAIR-style normalisation of one scan (see `PreprocessConfig`): lo / hi from the
+    `config.percentiles` of the intensities inside `brain` (bool, the scan's shape; e.g. an organ
+    map > 0), else inside `brain_region(array)`. LeFusionError naming `where` for an empty or
+    constant brain."""
+    region = brain_region(array) if brain is None else np.asarray(brain, dtype=bool)
+    if region.shape != array.shape:
+        raise LeFusionError(f"{where or 'image'}: brain mask of shape {region.shape} does not match the scan's {array.shape}")
+    values = array[region]
+    if values.size == 0:
+        raise LeFusionError(f"{where or 'image'}: no brain voxels (nothing above 0, no brain mask) to normalise the intensities by")
+    p_lo, p_hi = (float(v) for v in np.percentile(values, config.percentiles))
+    if not p_hi > p_lo:
+        raise LeFusionError(f"{where or 'image'}: the brain's intensities are constant ({p_lo:g}); cannot normalise them")
+    return IntensityMapping("mri", p_lo, p_hi + config.headroom * (p_hi - p_lo))
+
+
 def intensity_mapping(image: Volume, config: PreprocessConfig, image_path: str | Path | None = None) -> IntensityMapping:
     """The mapping `prepare_roi` uses for this image. MRI min-max spans the whole input volume
-    (the release rescales before cropping); a constant MRI volume has no range and is an error."""
+    (the release rescales before cropping); a constant MRI volume has no range and is an error.
+    MRI with `config.mri_intensity == "brain-percentiles"`: `brain_percentile_mapping`."""
+    if config.modality == "mri" and config.mri_intensity == "brain-percentiles":
+        return brain_percentile_mapping(image.array, config, where=image_path)
     if config.modality == "ct":
         lo, hi = config.window
         if not hi > lo:

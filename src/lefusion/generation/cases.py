@@ -20,7 +20,7 @@ import torch
 
 from ..data.grid import index_to_world, world_to_index
 from ..data.layouts import Case
-from ..data.regions import RegionBox, check_fits, cut_region, find_lesions, region_box, uses_whole_volume
+from ..data.regions import RegionBox, check_fits, cut_region, find_lesions, region_box, scan_mapping, uses_whole_volume
 from ..data.roi import prepare_roi, validate_pair
 from ..errors import LeFusionError
 from ..io import Geometry, Volume, read_volume
@@ -71,10 +71,14 @@ def plan_volumes(case: Case, image: Volume, label: Volume, generator: RoiGenerat
         return CasePlan(case, True, (0,))
     lesions = find_lesions(label.array, generator.conventions.lesion_labels)
     boxes = [region_box(image.geometry, lesion, preprocess) for lesion in lesions]
+    try:
+        mapping = scan_mapping(image, preprocess)
+    except LeFusionError as exc:
+        raise LeFusionError(f"{case.image}: {exc}") from exc
     for lesion, box in zip(lesions, boxes):
         check_fits(image.geometry, lesion, box, str(case.mask))
         try:  # cutting checks the rest (e.g. an MRI box without intensity range) before anything is written
-            cut_region(image, label.array, lesion, preprocess)
+            cut_region(image, label.array, lesion, preprocess, mapping=mapping)
         except LeFusionError as exc:
             raise LeFusionError(f"{case.image}: lesion {lesion.index + 1}: {exc}") from exc
     return CasePlan(case, False, overlap_rounds(image.geometry, boxes))

@@ -48,6 +48,12 @@ def _lesion_records(work: Work) -> list[dict[str, Any]]:
                 "equivalent_diameter_mm": round((6 * volume / np.pi) ** (1 / 3), 2),
                 "round": round_,
                 "box": region.box.to_record(),
+                # original units <-> [-1, 1] of this lesion's ROI (CT window, MRI min-max or brain percentiles)
+                "intensity_mapping": {
+                    "modality": region.roi.mapping.modality,
+                    "lo": round(region.roi.mapping.lo, 4),
+                    "hi": round(region.roi.mapping.hi, 4),
+                },
                 "resampling": None if region.box.offset is not None else {"image": work.resampling[0], "mask": work.resampling[1]},
                 **result.record,
             }

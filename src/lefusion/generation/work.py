@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.regions import ImageInterpolation, Lesion, MaskResampling, Region, cut_region, find_lesions, paste_region
-from ..data.roi import Roi, prepare_roi, restore_roi, to_source_dtype
+from ..data.regions import ImageInterpolation, Lesion, MaskResampling, Region, cut_region, find_lesions, paste_region, scan_mapping
+from ..data.roi import IntensityMapping, Roi, prepare_roi, restore_roi, to_source_dtype
 from ..io import Volume
 from .cases import CasePlan, lesion_seed
 from .types import GenerateConfig, Generated, Job, RoiGenerator
@@ -29,6 +29,9 @@ class Work:
     array: np.ndarray
     lesions: list[Lesion] = field(default_factory=list)
     resampling: tuple[ImageInterpolation, MaskResampling] = ("linear", "volume")
+    # The source scan's intensity map when the model has one per scan (MRI brain percentiles):
+    # fixed before any lesion is pasted, so every lesion is scaled like the scan it came from.
+    mapping: IntensityMapping | None = None
     done: list[tuple[Roi, Region | None, Generated]] = field(default_factory=list)
 
     def cut(self, unit: int, generator: RoiGenerator) -> tuple[Roi, Region | None]:
@@ -37,7 +40,14 @@ class Work:
         if self.plan.whole_volume:
             roi = prepare_roi(self.image, self.label, preprocess, image_path=self.job.case.image, label_path=self.job.case.mask)
             return roi, None
-        region = cut_region(Volume(self.array, self.image.geometry), self.label.array, self.lesions[unit], preprocess, *self.resampling)
+        region = cut_region(
+            Volume(self.array, self.image.geometry),
+            self.label.array,
+            self.lesions[unit],
+            preprocess,
+            *self.resampling,
+            mapping=self.mapping,
+        )
         return region.roi, region
 
     def paste(self, roi: Roi, region: Region | None, result: Generated) -> None:
@@ -56,6 +66,7 @@ def start_work(
     work = Work(job, plan, image, label, image.array.copy(), resampling=(config.interpolation, config.mask_resampling))
     if not plan.whole_volume:
         work.lesions = find_lesions(label.array, generator.conventions.lesion_labels)
+        work.mapping = scan_mapping(image, generator.conventions.preprocess)
     return work
 
 

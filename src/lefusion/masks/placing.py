@@ -20,6 +20,7 @@ that names it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,10 +106,18 @@ class Placer:
         self.depth = ndimage.distance_transform_edt(coarse, sampling=self.coarse_spacing) if coarse.any() else np.zeros(coarse.shape)
         self.available = self.depth > 0
 
-    def candidates(self, radius_mm: float, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Up to n random candidate centres (scan indices) at least radius_mm + margin inside the organ."""
-        need = radius_mm + (self.margin_mm or max(self.geometry.spacing)) + float(np.linalg.norm(self.coarse_spacing)) / 2
-        idx = np.argwhere(self.available & (self.depth >= need))
+    def candidates(self, radius_mm: float, rng: np.random.Generator, n: int, optimistic: bool = False) -> np.ndarray:
+        """Up to n random candidate centres (scan indices) at least radius_mm + margin inside the organ.
+
+        The coarse depth is only good to about half a coarse voxel's diagonal: by default the
+        candidates are that much deeper than needed (they fit for sure); `optimistic` ones are that
+        much shallower (they may fit, `fits` decides exactly), for organs thinner than the margin of
+        safety, such as white matter (its depth rarely passes 10 mm)."""
+        half_diagonal = float(np.linalg.norm(self.coarse_spacing)) / 2
+        margin = self.margin_mm or max(self.geometry.spacing)
+        if optimistic:
+            margin, half_diagonal = (0.0 if self.juxtapleural else margin), -half_diagonal
+        idx = np.argwhere(self.available & (self.depth >= radius_mm + margin + half_diagonal))
         if len(idx) == 0:
             return np.zeros((0, 3))
         picks = idx[rng.choice(len(idx), size=min(n, len(idx)), replace=False)]
@@ -156,24 +165,60 @@ def _crop(array: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.pad(array[window], pads)
 
 
-def place_lesions(
-    placer: Placer, shapes: Sequence[Shape], diameters: Sequence[float], rng: np.random.Generator, where: str, attempts: int = 40
-) -> list[PlacedLesion]:
-    """Place one lesion per (shape, diameter), in order; LeFusionError naming `where` when one finds no room."""
-    placed = []
-    for i, (shape, diameter) in enumerate(zip(shapes, diameters)):
+def _try(placer: Placer, shape: Shape, diameter: float, radius: float, centres: np.ndarray) -> PlacedLesion | None:
+    """The first of `centres` where the shape, laid at its size, fits; it is added to `placer`."""
+    for centre in centres:
+        voxels = lay_shape(placer.geometry, placer.shape, shape, diameter, centre)
+        laid_mm = (6.0 * len(voxels) * float(np.prod(placer.geometry.spacing)) / np.pi) ** (1 / 3)
+        if abs(laid_mm / diameter - 1) <= SIZE_TOLERANCE and placer.fits(voxels):
+            placer.add(voxels, radius)
+            return PlacedLesion(voxels, float(diameter), shape)
+    return None
+
+
+def _place_in_order(
+    placer: Placer, shapes: Sequence[Shape], diameters: Sequence[float], order: Sequence[int], rng, where: str, attempts: int, retries: int
+) -> dict[int, PlacedLesion]:
+    placed: dict[int, PlacedLesion] = {}
+    for i in order:
+        shape, diameter = shapes[i], float(diameters[i])
         radius = shape.reach_fraction * diameter / 2
-        for centre in placer.candidates(radius, rng, attempts):
-            voxels = lay_shape(placer.geometry, placer.shape, shape, diameter, centre)
-            laid_mm = (6.0 * len(voxels) * float(np.prod(placer.geometry.spacing)) / np.pi) ** (1 / 3)
-            if abs(laid_mm / diameter - 1) <= SIZE_TOLERANCE and placer.fits(voxels):
-                placer.add(voxels, radius)
-                placed.append(PlacedLesion(voxels, float(diameter), shape))
-                break
-        else:
+        lesion = _try(placer, shape, diameter, radius, placer.candidates(radius, rng, attempts))
+        if lesion is None:
+            lesion = _try(placer, shape, diameter, radius, placer.candidates(radius, rng, retries, optimistic=True))
+        if lesion is None:
             raise LeFusionError(
                 f"{where}: no room for lesion {i + 1} of {len(shapes)} ({diameter:.1f} mm) inside the organ mask "
                 f"(margin {'one voxel' if placer.margin_mm is None else f'{placer.margin_mm} mm'}, gap {placer.gap_mm} mm "
                 "to other lesions); ask for fewer or smaller lesions"
             )
+        placed[i] = lesion
     return placed
+
+
+def place_lesions(
+    placer: Placer,
+    shapes: Sequence[Shape],
+    diameters: Sequence[float],
+    rng: np.random.Generator,
+    where: str,
+    attempts: int = 40,
+    retries: int = 200,
+) -> list[PlacedLesion]:
+    """Place one lesion per (shape, diameter), in order; LeFusionError naming `where` when one finds no room.
+
+    `attempts` candidate centres deep enough for sure come first; when none of them fits (a thin
+    organ such as white matter), up to `retries` more that may fit are tried, the exact check
+    deciding. When a lesion finds no room, the scan starts again with the largest lesion first
+    (small ones fit in what big ones leave). Placements that succeeded without these fallbacks
+    are unchanged by them. Returned in the order given."""
+    before = copy.deepcopy(placer)
+    try:
+        placed = _place_in_order(placer, shapes, diameters, range(len(shapes)), rng, where, attempts, retries)
+    except LeFusionError:
+        if len(shapes) < 2:
+            raise
+        placer.__dict__.update(copy.deepcopy(before.__dict__))
+        largest_first = sorted(range(len(shapes)), key=lambda k: -float(diameters[k]))
+        placed = _place_in_order(placer, shapes, diameters, largest_first, rng, where, attempts, retries)
+    return [placed[i] for i in range(len(shapes))]

@@ -10,7 +10,7 @@ from ..config import DenoiserConfig, ModelConfig, PreprocessConfig, ScheduleConf
 from ..control.presets import fit_presets
 from ..data.conventions import DataConventions, conventions_for
 from ..data.dataset import LesionRoiDataset
-from ..data.layouts import find_cases
+from ..data.layouts import NNUNET, PLAIN, detect_layout, find_cases
 from ..errors import LeFusionError
 from ..io import atomic_write_text
 from .distributed import distributed
@@ -20,11 +20,14 @@ RUN_CONFIG = "run_config.json"
 
 
 def training_dataset(root: Path, conventions: DataConventions) -> LesionRoiDataset:
-    """The pathological training cases of `root` (held-out test cases excluded), preprocessed."""
+    """The pathological training cases of `root` (held-out test cases excluded), preprocessed: a
+    LIDC / EMIDEC case as one centred ROI, a plain / nnU-Net whole scan as one ROI per lesion."""
     cases = [c for c in find_cases(root) if c.role == "pathological" and c.split == "train"]
     if not cases:
         raise LeFusionError(f"{root}: no pathological training cases found")
-    return LesionRoiDataset(cases, conventions.preprocess, conventions.lesion_labels, conventions.allowed_labels)
+    # Plain and nnU-Net folders hold whole scans: one ROI per lesion, cut as generation cuts them.
+    whole = detect_layout(root) in (PLAIN, NNUNET)
+    return LesionRoiDataset(cases, conventions.preprocess, conventions.lesion_labels, conventions.allowed_labels, whole_scans=whole)
 
 
 def train_on_folder(

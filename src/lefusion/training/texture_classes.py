@@ -67,7 +67,7 @@ def rated_texture_mapping(model: DiffusionModel, data_root: str | Path, ratings:
     if presets.size == 0:
         raise LeFusionError(f"{model.source}: has no histogram presets to map texture classes onto")
     dataset = training_dataset(Path(data_root), DataConventions.of_model(model.config))
-    names = [c.name for c in dataset.cases]
+    names = list(dataset.names)
     rated = [i for i, n in enumerate(names) if n in ratings]
     if not rated:
         raise LeFusionError(f"{data_root}: none of its {len(names)} training cases has a texture rating")
