@@ -121,7 +121,7 @@ PROFILES = {
         "1",
         "12:18",
         ALL_METHODS,
-        ("--seeds", "0", "--iterations", "2", "--patch-size", "8", "8", "8", "--width", "4", "--device", "cpu"),
+        ("--seeds", "0", "--iterations", "2", "--patch-size", "16", "16", "16", "--width", "4", "--device", "cpu"),
         sampler=("--sampler", "ddnm", "--steps", "2"),
         workers=1,
         device=("--device", "cpu"),
