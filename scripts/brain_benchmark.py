@@ -33,9 +33,10 @@ what they do on patients.
 Profiles
 --------
 cpu (2 CPU cores, target < 45 minutes): brains at 2 mm, 12 pathological (6 held out) + 6
-    lesion-free, 4-8 new lesions per lesion-free brain; DDNM 25 steps for LeFusion / RePaint,
-    Cond-Diffusion and Lesion-DDPM with their default samplers; U-Net width 16, 32^3 patches, 600
-    iterations, seeds 0 1; two commands at a time, one thread each.
+    lesion-free, 4-8 new lesions per lesion-free brain; 25 sampling steps for every diffusion
+    method (DDNM for LeFusion / RePaint, which keep the known background; DDIM for Cond-Diffusion
+    and Lesion-DDPM, which regenerate their whole input); reconstruction on 4 training brains;
+    U-Net width 16, 32^3 patches, 1,000 iterations, seeds 0 1; two commands at a time, one thread each.
 gpu (one CUDA GPU; NOT RUN here, no GPU was lent): brains at 1 mm, 40 pathological (20 held out)
     + 20 lesion-free, 6-16 new lesions each, 64^3 patches, 2,000 iterations, seeds 0-4.
 smoke (tests): 6 mm brains, 2 iterations; the numbers mean nothing.
@@ -73,7 +74,8 @@ class Profile:
     diameter: str
     methods: tuple[str, ...]
     evaluate: tuple[str, ...]
-    sampler: tuple[str, ...] = ()
+    steps: str = "25"  # few-step sampling for every diffusion method (DDNM for the inpainters, DDIM for the others)
+    recon_cases: str = "4"  # known scans regenerated for the reconstruction scores
     workers: int = 2
     threads: int | None = 1
     device: tuple[str, ...] = ()
@@ -97,7 +99,7 @@ PROFILES = {
         "4:8",
         "3:12",
         ALL_METHODS,
-        ("--seeds", "0", "1", "--iterations", "600", "--patch-size", "32", "32", "32", "--width", "16"),
+        ("--seeds", "0", "1", "--iterations", "1000", "--patch-size", "32", "32", "32", "--width", "16"),
     ),
     "gpu": Profile(
         "gpu",
@@ -122,7 +124,8 @@ PROFILES = {
         "12:18",
         ALL_METHODS,
         ("--seeds", "0", "--iterations", "2", "--patch-size", "16", "16", "16", "--width", "4", "--device", "cpu"),
-        sampler=("--sampler", "ddnm", "--steps", "2"),
+        steps="2",
+        recon_cases="2",
         workers=1,
         device=("--device", "cpu"),
     ),
@@ -162,15 +165,17 @@ def copy_organs(workdir: Path) -> None:
     tmp.rename(final)
 
 
-def generate_argv(profile: Profile, method: str, data: str, out: str) -> tuple[str, ...]:
-    """`lefusion generate` of `method` on the cases of `data` into `out`."""
-    common = ("--data", data, "--out", out, "--seed", "0", *profile.device)
+def generate_argv(profile: Profile, method: str, data: str, out: str, max_cases: str | None = None) -> tuple[str, ...]:
+    """`lefusion generate` of `method` on the (first `max_cases`) cases of `data` into `out`."""
+    common = ("--data", data, "--out", out, "--seed", "0", *profile.device, *(("--max-cases", max_cases) if max_cases else ()))
+    inpaint = ("--sampler", "ddnm", "--steps", profile.steps)  # known background kept at every step (#19's default)
+    regenerate = ("--sampler", "ddim", "--steps", profile.steps)  # whole-ROI / whole-volume models: no known region
     if method in ("lefusion", "repaint"):  # RePaint: a global-loss model with LeFusion's sampler
-        return ("generate", "--method", "lefusion", "--checkpoint", BUNDLED[method], *common, *profile.sampler, "--batch-size", "8")
+        return ("generate", "--method", "lefusion", "--checkpoint", BUNDLED[method], *common, *inpaint, "--batch-size", "8")
     if method == "cond-diffusion":
-        return ("generate", "--method", "cond-diffusion", "--checkpoint", BUNDLED[method], *common, "--batch-size", "8")
+        return ("generate", "--method", "cond-diffusion", "--checkpoint", BUNDLED[method], *common, *regenerate, "--batch-size", "8")
     if method == "lesion-ddpm":
-        return ("generate", "--method", "lesion-ddpm", "--checkpoint", BUNDLED[method], *common, *profile.sampler)
+        return ("generate", "--method", "lesion-ddpm", "--checkpoint", BUNDLED[method], *common, *regenerate, "--batch-size", "2")
     # Baselines take their ROI conventions (Hand-Crafted its texture presets) from the LeFusion model.
     if method == "copy-paste":
         return ("generate", "--method", "copy-paste", "--checkpoint", BUNDLED["lefusion"], "--donors", P_TRAIN, *common)
@@ -224,7 +229,8 @@ def plan(profile: Profile, methods: Sequence[str]) -> list[runner.Step]:
     ]
     steps += [runner.Step(f"generate-{m}", (f"gen/{m}/manifest.json",), generate_argv(profile, m, PLACED, f"gen/{m}")) for m in methods]
     steps += [
-        runner.Step(f"regenerate-{m}", (f"recon/{m}/manifest.json",), generate_argv(profile, m, P_TRAIN, f"recon/{m}")) for m in methods
+        runner.Step(f"regenerate-{m}", (f"recon/{m}/manifest.json",), generate_argv(profile, m, P_TRAIN, f"recon/{m}", profile.recon_cases))
+        for m in methods
     ]
     steps += [
         runner.Step(
