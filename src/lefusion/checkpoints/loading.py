@@ -67,7 +67,15 @@ def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConf
 
 
 # The demo model, its two diffusion baselines for the CPU benchmark (when shipped), and DiffMask.
-BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc", "demo_brain")
+BUNDLED_MODELS = (
+    "demo_lung",
+    "demo_lung_repaint",
+    "demo_lung_cond_diffusion",
+    "diffmask_lidc",
+    "demo_brain",
+    "demo_brain_repaint",
+    "demo_brain_cond_diffusion",
+)
 
 
 def bundled_model_dir(name: str) -> Path:
