@@ -144,3 +144,19 @@ def test_geometry_of_a_cut_uses_the_model_spacing():
     image = Volume(array, Geometry(spacing=(2.0, 2.0, 2.0)))
     region = cut_region(image, label, find_lesions(label, (1,))[0], dataclasses.replace(BRAIN_PREPROCESS, spacing=(1.0, 1.0, 1.0)))
     assert region.box.geometry.spacing == (1.0, 1.0, 1.0) and tuple(region.roi.image.shape) == (1, 16, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "loss"), [("demo_brain_repaint", "lefusion", "global"), ("demo_brain_cond_diffusion", "cond-diffusion", "global")]
+)
+def test_bundled_brain_baselines_share_the_demo_preprocessing(name, kind, loss):
+    from lefusion.checkpoints import bundled_model_dir, load_model
+
+    folder = bundled_model_dir(name)
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{name} not bundled")
+    model = load_model(name)
+    demo = json.loads((ASSET / "config.json").read_text())
+    assert model.config.kind == kind and model.config.loss == loss and not model.config.mask_input
+    assert dataclasses.asdict(model.config.preprocess) == {k: tuple(v) if isinstance(v, list) else v for k, v in demo["preprocess"].items()}
+    assert (folder / "model.safetensors").stat().st_size <= 5e6

@@ -66,9 +66,18 @@ def legacy_model_config(denoiser_cfg: DenoiserConfig, schedule_cfg: ScheduleConf
     )
 
 
-# The demo model, its two diffusion baselines for the CPU benchmark (when shipped), DiffMask, and
-# the brain demos (LeFusion and Lesion-DDPM).
-BUNDLED_MODELS = ("demo_lung", "demo_lung_repaint", "demo_lung_cond_diffusion", "diffmask_lidc", "demo_brain", "demo_brain_lesion_ddpm")
+# The lung demo model with its two diffusion baselines (the CPU benchmark), DiffMask, and the brain
+# demo with its baselines and the Lesion-DDPM model (the brain benchmark).
+BUNDLED_MODELS = (
+    "demo_lung",
+    "demo_lung_repaint",
+    "demo_lung_cond_diffusion",
+    "diffmask_lidc",
+    "demo_brain",
+    "demo_brain_repaint",
+    "demo_brain_cond_diffusion",
+    "demo_brain_lesion_ddpm",
+)
 
 
 def bundled_model_dir(name: str) -> Path:
