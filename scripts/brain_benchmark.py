@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import segmentation_benchmark as runner  # noqa: E402  (the step runner: Step, stages, is_done, run_step)
+import segmentation_benchmark as runner  # noqa: E402  (the step runner: Step, run_steps)
 
 REAL, NORMAL, P_TRAIN, PLACED = "real", "normal", "p_train", "placed"
 SEED = "1"
@@ -336,35 +336,6 @@ def write_report(workdir: Path, profile: Profile, methods: Sequence[str], outcom
     return path
 
 
-def run(profile: Profile, workdir: Path, steps: Sequence[runner.Step], in_process: bool) -> list[runner.Outcome]:
-    """Run (or resume) every step; the steps of a stage go `profile.workers` at a time (logs in WORKDIR/logs/)."""
-    import concurrent.futures
-
-    outcomes: dict[str, runner.Outcome] = {}
-    number = {s.name: k for k, s in enumerate(steps, 1)}
-    workers = 1 if in_process else profile.workers
-
-    def execute(step: runner.Step, side_by_side: bool) -> runner.Outcome:
-        record = runner.is_done(workdir, step)
-        if record is not None:
-            print(f"[{number[step.name]}/{len(steps)}] {step.name}: done in an earlier run ({record['seconds']} s), skipped", flush=True)
-            return runner.Outcome(step, float(record["seconds"]), ran=False)
-        log = workdir / "logs" / f"{step.name}.log" if side_by_side else None
-        print(f"[{number[step.name]}/{len(steps)}] {step.name}" + (f" (output: {log})" if log else "") + f"\n$ {step.command}", flush=True)
-        seconds = runner.run_step(workdir, step, profile.threads, in_process, log=log)
-        print(f"  {step.name} done in {seconds:.1f} s", flush=True)
-        return runner.Outcome(step, seconds, ran=True)
-
-    for stage in runner.stages(steps):
-        if workers > 1 and len(stage) > 1:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                done = list(pool.map(lambda s: execute(s, True), stage))
-        else:
-            done = [execute(s, False) for s in stage]
-        outcomes.update((o.step.name, o) for o in done)
-    return [outcomes[s.name] for s in steps]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), required=True)
@@ -380,12 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cd {workdir}\n" + "\n".join(step.command for step in steps))
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.in_process and profile.threads:
-        import torch
-
-        torch.set_num_threads(profile.threads)
     start = time.perf_counter()
-    outcomes = run(profile, workdir, steps, args.in_process)
+    outcomes = runner.run_steps(steps, workdir, profile.threads, args.in_process, profile.workers)
     report = write_report(workdir, profile, methods, outcomes, time.perf_counter() - start)
     print("\n" + segmentation_table(workdir, methods) + f"\nreport: {report}")
     return 0

@@ -551,21 +551,27 @@ def stages(steps: Sequence[Step]) -> list[list[Step]]:
 
 
 def run(profile: Profile, workdir: Path, threads: int | None, in_process: bool) -> list[Outcome]:
-    """Run (or resume) every step of `profile` in `workdir`, logging each command before it runs.
-    With profile.workers > 1 (and not in-process), the steps of a stage run that many at a time,
-    each writing its output to WORKDIR/logs/NAME.log."""
+    """Run (or resume) every step of `profile` in `workdir` (`run_steps`)."""
     check_profile(workdir, profile)
-    if threads is not None and in_process:
-        import torch
-
-        torch.set_num_threads(threads)  # a subprocess gets OMP_NUM_THREADS instead (run_step)
     steps = plan(profile)
     workers = 1 if in_process else profile.workers
-    outcomes: dict[str, Outcome] = {}
     print(
         f"benchmark profile {profile.name} in {workdir} ({len(steps)} steps; threads: {threads or 'default'}; {workers} at a time)",
         flush=True,
     )
+    return run_steps(steps, workdir, threads, in_process, workers)
+
+
+def run_steps(steps: Sequence[Step], workdir: Path, threads: int | None, in_process: bool, workers: int) -> list[Outcome]:
+    """Run (or resume) `steps` in `workdir`, logging each command before it runs; steps done in an
+    earlier run are skipped. With workers > 1 (and not in-process), the steps of a stage run that
+    many at a time, each writing its output to WORKDIR/logs/NAME.log."""
+    if threads is not None and in_process:
+        import torch
+
+        torch.set_num_threads(threads)  # a subprocess gets OMP_NUM_THREADS instead (run_step)
+    workers = 1 if in_process else workers
+    outcomes: dict[str, Outcome] = {}
     number = {step.name: k for k, step in enumerate(steps, 1)}
     todo: list[list[Step]] = []
     for stage in stages(steps):

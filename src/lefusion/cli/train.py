@@ -25,6 +25,27 @@ ARCHITECTURE_DEFAULTS = {
 VOLUME_ONLY = ("volume_shape", "lesion_weight", "anatomy_labels", "margin_mm", "percentiles")
 
 
+def _train_config(args: argparse.Namespace, loss: str) -> TrainConfig:
+    """The optimisation flags every method shares, as a TrainConfig (the loss is the method's)."""
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        ema_start=args.ema_start,
+        ema_decay=args.ema_decay,
+        ema_every=args.ema_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        loss=loss,
+        loss_type=args.loss_type,
+        amp=args.amp,
+        device=args.device,
+        method=args.method,
+        workers=args.workers,
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     defaults = ARCHITECTURE_DEFAULTS.get(args.method, ARCHITECTURE_DEFAULTS["lefusion"])
     for key, value in defaults.items():
@@ -35,23 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     given = [f"--{k.replace('_', '-')}" for k in VOLUME_ONLY if getattr(args, k) is not None]
     if given:
         raise LeFusionError(f"{', '.join(given)} belong(s) to --method lesion-ddpm, not {args.method}")
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        ema_start=args.ema_start,
-        ema_decay=args.ema_decay,
-        ema_every=args.ema_every,
-        save_every=args.save_every,
-        seed=args.seed,
-        loss=args.loss or ("global" if args.method == "cond-diffusion" else "lesion"),
-        loss_type=args.loss_type,
-        amp=args.amp,
-        device=args.device,
-        method=args.method,
-        workers=args.workers,
-    )
+    config = _train_config(args, loss=args.loss or ("global" if args.method == "cond-diffusion" else "lesion"))
     checkpoint = train_on_folder(
         args.data,
         args.out,
@@ -95,22 +100,7 @@ def _train_lesion_ddpm(args: argparse.Namespace) -> int:
         percentiles=(0.5, 99.9) if args.percentiles is None else tuple(args.percentiles),
         lesion_weight=5.0 if args.lesion_weight is None else args.lesion_weight,
     )
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        ema_start=args.ema_start,
-        ema_decay=args.ema_decay,
-        ema_every=args.ema_every,
-        save_every=args.save_every,
-        seed=args.seed,
-        loss="global",
-        amp=args.amp,
-        device=args.device,
-        method="lesion-ddpm",
-        workers=args.workers,
-    )
+    config = _train_config(args, loss="global")
     denoiser = denoiser_from_args(args)
     checkpoint = train_lesion_ddpm(args.data, args.out, config, volume, denoiser, ScheduleConfig(timesteps=args.timesteps))
     if int(os.environ.get("RANK", "0")) == 0:
